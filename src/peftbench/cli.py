@@ -1,0 +1,129 @@
+"""The command line: peftbench run | plan | report | methods."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+
+from peftbench.errors import PeftbenchError
+
+EXIT_RUN_FAILED = 1  # some run failed or was interrupted; the others are recorded
+EXIT_BAD_INPUT = 2  # nothing was run
+
+
+def _load(args: argparse.Namespace):
+    from peftbench.config import load_config
+
+    overrides = list(args.overrides)
+    if getattr(args, "seeds", None):
+        overrides.append(f"seeds=[{args.seeds}]")
+    return load_config(args.config, overrides)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from peftbench.runner import run_experiment
+
+    config = _load(args)
+    outcome = run_experiment(config, force=args.force)
+    for message in outcome.skipped_records:
+        print(f"skipped record: {message}", file=sys.stderr)
+    print(f"results: {config.output_path}/summary.md, summary.csv, runs/*/record.json")
+    failed = [r["run_id"] for r in outcome.records if r["status"] != "success"]
+    if failed:
+        print(f"runs not successful: {', '.join(failed)} (see their record.json)", file=sys.stderr)
+    return 0 if outcome.all_succeeded else EXIT_RUN_FAILED
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from peftbench.plan import describe_plan
+
+    print(describe_plan(_load(args)))
+    return 0
+
+
+def cmd_methods(args: argparse.Namespace) -> int:
+    from peftbench.methods import get_method, method_names
+
+    for name in method_names():
+        method = get_method(name)
+        print(f"{name}: {method.description}")
+        for field in dataclasses.fields(method.params_class):
+            default = (
+                field.default_factory()
+                if field.default_factory is not dataclasses.MISSING
+                else field.default
+            )
+            print(f"    {field.name} = {default!r}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from peftbench.report import build_report
+
+    formats = tuple(f.strip() for f in args.format.split(",") if f.strip())
+    result = build_report(
+        [Path(d) for d in args.run_dirs],
+        Path(args.out) if args.out else None,
+        formats,
+        reference=args.reference,
+    )
+    for message in result.skipped:
+        print(f"skipped: {message}", file=sys.stderr)
+    for path in result.files:
+        print(path)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="peftbench",
+        description="Compare fine-tuning methods side by side under identical conditions.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    def with_config(name: str, help_text: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_text)
+        sub.add_argument("config", help="experiment YAML file (see configs/)")
+        sub.add_argument("overrides", nargs="*", help="overrides such as training.epochs=1")
+        sub.add_argument("--seeds", help="comma-separated seeds, e.g. 0,1,2 (overrides seeds)")
+        return sub
+
+    run = with_config("run", "run every method of an experiment and record the results")
+    run.add_argument("--force", action="store_true", help="redo runs that already finished")
+    run.set_defaults(handler=cmd_run)
+    with_config("plan", "show what would run, with trainable parameters").set_defaults(
+        handler=cmd_plan
+    )
+    commands.add_parser("methods", help="list the registered methods and defaults").set_defaults(
+        handler=cmd_methods
+    )
+    report = commands.add_parser("report", help="tables, plots and recommendations from runs")
+    report.add_argument("run_dirs", nargs="+", help="experiment output directories")
+    report.add_argument("--out", help="where to write the report (default: the run directory)")
+    report.add_argument("--format", default="md,html,csv", help="any of md,html,csv")
+    report.add_argument(
+        "--reference", action="store_true", help="show the reference study's published numbers"
+    )
+    report.set_defaults(handler=cmd_report)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from peftbench.train import quiet_libraries
+
+    quiet_libraries()
+    try:
+        return args.handler(args)
+    except PeftbenchError as exc:
+        print(f"peftbench: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("peftbench: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

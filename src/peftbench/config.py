@@ -1,0 +1,310 @@
+"""The experiment config: YAML in, validated dataclasses out, with "a.b=c" overrides.
+
+Every error names the field, what was wrong and what is accepted. Method hyperparameters are
+validated against the dataclass that each method module declares (peftbench.methods).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from peftbench.errors import PeftbenchError
+
+
+class ConfigError(PeftbenchError):
+    """A config file or override that does not validate."""
+
+
+@dataclass
+class ModelConfig:
+    # A Hub id ("roberta-base"), a local directory, or "package:<module>" for a model that a
+    # Python package ships and exposes through <module>.get_model_path() (offline, no Hub).
+    name: str
+    # "pretrained" loads the weights; "random" builds the architecture with fresh weights
+    # (planning, speed and memory benchmarks where the weights cannot be had).
+    init: Literal["pretrained", "random"] = "pretrained"
+    # Where the tokenizer comes from; defaults to `name`.
+    tokenizer: str | None = None
+    revision: str | None = None
+
+
+@dataclass
+class DataConfig:
+    # A Hub dataset id ("imdb", "stanfordnlp/imdb"), a local directory of Parquet / CSV /
+    # JSONL files, a single such file, or an extracted aclImdb folder.
+    dataset: str
+    # An offline copy of `dataset` to read instead of the Hub. When unset, the directory
+    # $PEFTBENCH_DATA_DIR/<dataset> is used if it exists.
+    local_path: str | None = None
+    text_column: str = "text"
+    label_column: str = "label"
+    train_split: str = "train"
+    test_split: str = "test"
+    # Stratified, seeded subsets; null takes the whole split.
+    train_size: int | None = None
+    test_size: int | None = None
+    subset_seed: int = 0
+    # Number of classes; null = found in the data. `plan` uses it (default 2) to size the head.
+    num_labels: int | None = None
+
+
+@dataclass
+class TrainingConfig:
+    epochs: int = 3
+    train_batch_size: int = 16
+    eval_batch_size: int = 64
+    max_length: int = 512
+    warmup_ratio: float = 0.0
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    # "auto": bf16 where the device computes it natively (CUDA with bf16, CPUs with
+    # AVX-512 BF16 or AMX), fp32 elsewhere.
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    # "dynamic" pads each batch to its longest example; "max_length" pads every example to
+    # max_length, as the reference study did. Both give the same predictions.
+    padding: Literal["dynamic", "max_length"] = "dynamic"
+    # Batch training examples of similar length together (seeded), to waste less on padding.
+    group_by_length: bool = False
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    # Threads for CPU math; null leaves PyTorch's default (one per core).
+    num_threads: int | None = None
+    # Keep the trained adapter / model under runs/<run_id>/model (its size is always measured).
+    keep_model: bool = True
+
+
+@dataclass
+class MethodSpec:
+    """One entry of `methods:`: a label, the registered method it runs, its hyperparameters."""
+
+    label: str
+    method: str
+    params: Any  # the method's own params dataclass instance
+
+
+@dataclass
+class ExperimentConfig:
+    name: str
+    model: ModelConfig
+    data: DataConfig
+    methods: list[MethodSpec]
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    seeds: list[int] = field(default_factory=lambda: [0])
+    output_dir: str | None = None  # default: results/<name>
+
+    @property
+    def output_path(self) -> Path:
+        return Path(self.output_dir or f"results/{self.name}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Generic validation of a dict against a dataclass
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return " | ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is list:
+        return f"a list of {_type_name(typing.get_args(tp)[0])}"
+    return {int: "an integer", float: "a number", str: "a string", bool: "true/false"}.get(
+        tp, "null" if tp is type(None) else getattr(tp, "__name__", str(tp))
+    )
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Check `value` against type `tp`, converting where YAML is loose (1e-3 is a string)."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        for option in typing.get_args(tp):
+            try:
+                return _coerce(value, option, where)
+            except ConfigError:
+                continue
+    elif origin is Literal:
+        if value in typing.get_args(tp):
+            return value
+    elif origin is list:
+        if isinstance(value, list | tuple):
+            (item_type,) = typing.get_args(tp)
+            return [_coerce(v, item_type, f"{where}[{i}]") for i, v in enumerate(value)]
+    elif tp is type(None):
+        if value is None:
+            return None
+    elif tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    elif dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, where)
+    elif tp is Any:
+        return value
+    raise ConfigError(f"{where}: got {value!r}, expected {_type_name(tp)}")
+
+
+def from_dict(cls: type, data: Any, where: str) -> Any:
+    """Build dataclass `cls` from `data`, rejecting unknown fields and values of the wrong type."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping of fields, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown field {', '.join(repr(u) for u in unknown)}; "
+            f"accepted fields: {', '.join(fields)}"
+        )
+    values = {}
+    for name, f in fields.items():
+        if name in data:
+            values[name] = _coerce(data[name], hints[name], f"{where}.{name}")
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ConfigError(f"{where}.{name}: required field is missing")
+    instance = cls(**values)
+    check = getattr(instance, "validate", None)
+    if check is not None:
+        try:
+            check()
+        except ValueError as exc:
+            raise ConfigError(f"{where}: {exc}") from exc
+    return instance
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading, overrides, validation of the whole experiment
+
+
+def apply_override(raw: dict, override: str) -> None:
+    """Apply one "a.b.c=value" override to the raw config dict; the value is parsed as YAML."""
+    if "=" not in override:
+        raise ConfigError(f"override {override!r}: expected the form key.sub=value")
+    dotted, _, text = override.partition("=")
+    keys = dotted.strip().split(".")
+    node = raw
+    for key in keys[:-1]:
+        child = node.get(key)
+        if child is None:
+            child = node[key] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"override {override!r}: {key!r} is not a mapping")
+        node = child
+    node[keys[-1]] = yaml.safe_load(text) if text.strip() else None
+
+
+def _positive(value: int | None, where: str, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if value is None or value <= 0:
+        raise ConfigError(f"{where}: must be a positive integer, got {value!r}")
+
+
+def _validate_numbers(config: ExperimentConfig) -> None:
+    t = config.training
+    for name in ("epochs", "train_batch_size", "eval_batch_size", "max_length"):
+        _positive(getattr(t, name), f"training.{name}")
+    _positive(t.num_threads, "training.num_threads", allow_none=True)
+    if not 0.0 <= t.warmup_ratio < 1.0:
+        raise ConfigError(f"training.warmup_ratio: must be in [0, 1), got {t.warmup_ratio}")
+    if t.weight_decay < 0 or t.max_grad_norm <= 0:
+        raise ConfigError("training.weight_decay must be >= 0 and training.max_grad_norm > 0")
+    _positive(config.data.train_size, "data.train_size", allow_none=True)
+    _positive(config.data.test_size, "data.test_size", allow_none=True)
+    if config.data.num_labels is not None and config.data.num_labels < 2:
+        raise ConfigError(f"data.num_labels: at least 2 classes, got {config.data.num_labels}")
+    if not config.seeds:
+        raise ConfigError("seeds: give at least one seed, for example seeds: [0]")
+    if len(set(config.seeds)) != len(config.seeds):
+        raise ConfigError(f"seeds: each seed once, got {config.seeds}")
+
+
+def _parse_methods(raw_methods: Any) -> list[MethodSpec]:
+    from peftbench.methods import get_method, method_names
+
+    if not isinstance(raw_methods, dict) or not raw_methods:
+        raise ConfigError(
+            "methods: expected a mapping of run labels to method settings, for example "
+            "methods: {lora: {learning_rate: 5.0e-4}}; registered methods: "
+            + ", ".join(method_names())
+        )
+    specs = []
+    for label, settings in raw_methods.items():
+        settings = dict(settings or {})
+        method_name = settings.pop("method", label)
+        method = get_method(method_name, where=f"methods.{label}")
+        params = from_dict(method.params_class, settings, f"methods.{label}")
+        specs.append(MethodSpec(label=str(label), method=method_name, params=params))
+    return specs
+
+
+def parse_config(raw: dict) -> ExperimentConfig:
+    """Validate a raw config dict into an ExperimentConfig."""
+    if not isinstance(raw, dict):
+        raise ConfigError("the config file must be a YAML mapping with model, data and methods")
+    raw = dict(raw)
+    methods = _parse_methods(raw.pop("methods", None))
+    config = from_dict(ExperimentConfig, {**raw, "methods": []}, "config")
+    config.methods = methods
+    _validate_numbers(config)
+    return config
+
+
+def load_raw(path: Path | str, overrides: list[str] = ()) -> dict:
+    """Read a YAML config file and apply overrides, without validating."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ConfigError(f"config file {path} does not exist") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+    raw = raw or {}
+    for override in overrides:
+        apply_override(raw, override)
+    return raw
+
+
+def load_config(path: Path | str, overrides: list[str] = ()) -> ExperimentConfig:
+    """Read, override and validate an experiment config."""
+    return parse_config(load_raw(path, overrides))
+
+
+def to_plain(value: Any) -> Any:
+    """Dataclasses (nested) to plain JSON-able dicts and lists."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: to_plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {k: to_plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [to_plain(v) for v in value]
+    return value
+
+
+def stable_hash(value: Any) -> str:
+    """sha256 of a JSON-able value with sorted keys: equal configs give equal hashes."""
+    text = json.dumps(to_plain(value), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()

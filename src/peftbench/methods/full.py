@@ -1,0 +1,30 @@
+"""Full fine-tuning: every weight of the model is trained."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import nn
+
+from peftbench.methods import Method
+
+
+@dataclass
+class FullParams:
+    # 2e-5 is the usual rate for BERT/RoBERTa-base fine-tuning (Liu et al. 2019, RoBERTa,
+    # table 10: 1e-5..3e-5 on GLUE). The reference study states none.
+    learning_rate: float = 2e-5
+
+
+def apply(model: nn.Module, params: FullParams) -> nn.Module:
+    for parameter in model.parameters():
+        parameter.requires_grad_(True)
+    return model
+
+
+METHOD = Method(
+    name="full",
+    description="Full fine-tuning: all weights trained.",
+    params_class=FullParams,
+    apply=apply,
+)

@@ -1,0 +1,205 @@
+"""Base models: by Hub id, local path or Python package; pretrained or random; full or 4-bit."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import (
+    AutoConfig,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    PretrainedConfig,
+)
+
+from peftbench.config import ModelConfig
+from peftbench.errors import PeftbenchError
+
+ARCHITECTURES_DIR = Path(__file__).parent / "architectures"
+PACKAGE_PREFIX = "package:"
+
+
+def shipped_architectures() -> list[str]:
+    """Names of the architecture configs that ship with peftbench (usable offline)."""
+    return sorted(p.stem for p in ARCHITECTURES_DIR.glob("*.json"))
+
+
+def resolve_name(name: str) -> str:
+    """A Hub id or local path for `name`; "package:<module>" asks the module for its path."""
+    if not name.startswith(PACKAGE_PREFIX):
+        return name
+    module_name = name[len(PACKAGE_PREFIX) :]
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        pip_name = module_name.replace("_", "-")
+        raise PeftbenchError(
+            f"model {name!r}: Python package {module_name!r} is not installed; "
+            f"fix: pip install {pip_name}"
+        ) from exc
+    get_path = getattr(module, "get_model_path", None)
+    if get_path is None:
+        raise PeftbenchError(
+            f"model {name!r}: module {module_name!r} has no get_model_path(); "
+            "a packaged model must expose one that returns its directory"
+        )
+    return str(get_path())
+
+
+def _not_available(what: str, name: str, exc: Exception) -> PeftbenchError:
+    return PeftbenchError(
+        f"{what} {name!r} could not be loaded: it is neither a local directory nor in the "
+        f"Hugging Face cache, and the Hub could not be reached ({type(exc).__name__}). "
+        f"Fix: point model.name at a local copy, download it on a machine with network "
+        f"(`hf download {name}`), or use model.init: random for a weight-free timing run."
+    )
+
+
+def load_architecture(model: ModelConfig, num_labels: int) -> PretrainedConfig:
+    """The model's architecture config; for init: random a shipped architecture name works."""
+    shipped = ARCHITECTURES_DIR / f"{model.name}.json"
+    if model.init == "random" and shipped.exists():
+        config_dict = json.loads(shipped.read_text())
+        config = AutoConfig.for_model(**config_dict)
+    else:
+        name = resolve_name(model.name)
+        try:
+            config = AutoConfig.from_pretrained(name, revision=model.revision)
+        except (OSError, ValueError) as exc:
+            if shipped.exists():
+                raise PeftbenchError(
+                    f"model {model.name!r} is not available offline. Its architecture ships "
+                    f"with peftbench: set model.init: random for planning or timing runs, or "
+                    f"point model.name at a local copy of the weights."
+                ) from exc
+            raise _not_available("model", model.name, exc) from exc
+    config.num_labels = num_labels
+    return config
+
+
+def architecture_for_planning(model: ModelConfig, num_labels: int) -> tuple[PretrainedConfig, str]:
+    """The architecture, from the model itself when reachable, else from the shipped copy."""
+    try:
+        return load_architecture(model, num_labels), "model config"
+    except PeftbenchError:
+        if (ARCHITECTURES_DIR / f"{model.name}.json").exists():
+            random_model = ModelConfig(name=model.name, init="random")
+            return load_architecture(
+                random_model, num_labels
+            ), "architecture shipped with peftbench"
+        raise
+
+
+def load_tokenizer(model: ModelConfig) -> Any:
+    """The tokenizer named by model.tokenizer (default: the model itself)."""
+    name = model.tokenizer or model.name
+    try:
+        return AutoTokenizer.from_pretrained(resolve_name(name), revision=model.revision)
+    except (OSError, ValueError) as exc:
+        if model.init == "random" and model.tokenizer is None:
+            raise PeftbenchError(
+                f"model {model.name!r} with init: random has no tokenizer on disk; "
+                "fix: set model.tokenizer to a local tokenizer (any with a vocabulary no larger "
+                "than the model's)"
+            ) from exc
+        raise _not_available("tokenizer", name, exc) from exc
+
+
+def build_random_model(config: PretrainedConfig) -> nn.Module:
+    """A sequence-classification model with fresh weights (seed the RNG first to repeat it)."""
+    return AutoModelForSequenceClassification.from_config(config)
+
+
+def check_4bit_available() -> None:
+    """Fail clearly where 4-bit weights cannot be used; never fall back to full precision."""
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise PeftbenchError(
+            "method qlora needs 4-bit weights from bitsandbytes, which is not installed; "
+            "fix: pip install bitsandbytes (CUDA or x86-64 CPU), or drop qlora from methods"
+        )
+
+
+def _quantization_config(params: Any, compute_dtype: torch.dtype) -> Any:
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type=params.quant_type,
+        bnb_4bit_use_double_quant=params.double_quant,
+        bnb_4bit_compute_dtype=compute_dtype,
+        # The head is trained in full and PEFT copies it: quantising it breaks that copy.
+        # Patterns match from the start of a module's full name ("bert.pooler.dense").
+        llm_int8_skip_modules=[
+            rf"(?:.*\.)?{name}" for name in params.modules_to_save or ["classifier", "pooler"]
+        ],
+    )
+
+
+def _disable_cpu_inference_repacking(model: nn.Module) -> None:
+    # bitsandbytes on CPUs with AVX-512 BF16 repacks 4-bit weights into an inference-only
+    # layout during a no-grad forward (evaluation); the next training step then crashes.
+    import bitsandbytes as bnb
+
+    for module in model.modules():
+        if isinstance(module, bnb.nn.Linear4bit):
+            module.support_avx512bf16_for_cpu = False
+
+
+def load_model(
+    model: ModelConfig,
+    num_labels: int,
+    device: torch.device,
+    quantize: Any = None,
+    compute_dtype: torch.dtype = torch.float32,
+) -> nn.Module:
+    """The base classification model on `device`; `quantize` (QLoRA params) loads it in 4-bit."""
+    config = load_architecture(model, num_labels)
+    if quantize is None:
+        if model.init == "random":
+            return build_random_model(config).to(device)
+        try:
+            loaded = AutoModelForSequenceClassification.from_pretrained(
+                resolve_name(model.name), config=config, revision=model.revision
+            )
+        except OSError as exc:
+            raise _not_available("model", model.name, exc) from exc
+        return loaded.to(device)
+
+    check_4bit_available()
+    quantization = _quantization_config(quantize, compute_dtype)
+    with tempfile.TemporaryDirectory(prefix="peftbench-random-") as scratch:
+        source = resolve_name(model.name)
+        if model.init == "random":
+            # bitsandbytes quantises while loading weights, so random weights go via disk.
+            build_random_model(config).save_pretrained(scratch)
+            source = scratch
+        loaded = AutoModelForSequenceClassification.from_pretrained(
+            source,
+            config=config,
+            quantization_config=quantization,
+            device_map={"": device},
+            revision=None if model.init == "random" else model.revision,
+        )
+    if device.type == "cpu":
+        _disable_cpu_inference_repacking(loaded)
+    return loaded
+
+
+def count_parameters(model: nn.Module) -> tuple[int, int]:
+    """(trainable, total) parameter counts; 4-bit weights count as their unpacked size."""
+    trainable = total = 0
+    for parameter in model.parameters():
+        count = parameter.numel()
+        # bitsandbytes packs two 4-bit values per uint8 element.
+        if parameter.__class__.__name__ == "Params4bit":
+            count *= 2
+        total += count
+        if parameter.requires_grad:
+            trainable += count
+    return trainable, total

@@ -1,0 +1,80 @@
+"""`peftbench plan`: what an experiment will run, with exact trainable parameter counts.
+
+Works offline: the models are built with random weights from the architecture alone (the
+model's own config, or the copy that ships with peftbench), so no weights are needed.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from peftbench.config import ExperimentConfig
+from peftbench.methods import get_method
+from peftbench.models import architecture_for_planning, build_random_model, count_parameters
+
+DEFAULT_PLAN_LABELS = 2
+
+
+def count_method_parameters(config: ExperimentConfig) -> list[dict]:
+    """Trainable / total parameters for each method entry, at the model's real shapes.
+
+    A 4-bit base stores the same logical weights, so QLoRA is counted on the unquantised
+    architecture: its adapter and head are identical.
+    """
+    num_labels = config.data.num_labels or DEFAULT_PLAN_LABELS
+    architecture, source = architecture_for_planning(config.model, num_labels)
+    rows = []
+    for entry in config.methods:
+        torch.manual_seed(0)
+        method = get_method(entry.method)
+        model = method.apply(build_random_model(architecture), entry.params)
+        trainable, total = count_parameters(model)
+        rows.append(
+            {
+                "label": entry.label,
+                "method": entry.method,
+                "learning_rate": entry.params.learning_rate,
+                "trainable_params": trainable,
+                "total_params": total,
+                "trainable_percent": 100 * trainable / total,
+                "architecture_source": source,
+            }
+        )
+        del model
+    return rows
+
+
+def describe_plan(config: ExperimentConfig) -> str:
+    """A readable plan: data, training, and one line per method with its parameter counts."""
+    data, training = config.data, config.training
+    rows = count_method_parameters(config)
+    steps = (
+        math.ceil(data.train_size / training.train_batch_size) * training.epochs
+        if data.train_size
+        else None
+    )
+    lines = [
+        f"experiment: {config.name}  ->  {config.output_path}",
+        f"model: {config.model.name} (init: {config.model.init}; "
+        f"architecture from the {rows[0]['architecture_source']})",
+        f"data: {data.dataset}, train {data.train_size or 'all'} / test {data.test_size or 'all'} "
+        f"examples (stratified, subset seed {data.subset_seed}), "
+        f"{data.num_labels or DEFAULT_PLAN_LABELS} classes",
+        f"training: {training.epochs} epochs, batch {training.train_batch_size} "
+        f"(eval {training.eval_batch_size}), max length {training.max_length} tokens, "
+        f"padding {training.padding}, precision {training.precision}"
+        + (f", {steps} optimiser steps per run" if steps else ""),
+        f"seeds: {config.seeds}  ->  {len(config.methods) * len(config.seeds)} runs",
+        "",
+        "| run label | method | learning rate | trainable params | % of total | total params |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for row in rows:
+        lines.append(
+            f"| {row['label']} | {row['method']} | {row['learning_rate']:g} | "
+            f"{row['trainable_params']:,} | {row['trainable_percent']:.3f} | "
+            f"{row['total_params']:,} |"
+        )
+    return "\n".join(lines)

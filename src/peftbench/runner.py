@@ -1,0 +1,213 @@
+"""An experiment -> its runs (method x seed), each in its own process, records kept safe.
+
+A run whose record already holds a success for the same resolved config is not redone; a run
+that crashes, is killed or interrupted leaves a failure record and the others go on.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import multiprocessing
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from peftbench.config import ExperimentConfig, stable_hash, to_plain
+from peftbench.data import prepare_data
+from peftbench.errors import PeftbenchError
+from peftbench.methods import get_method
+from peftbench.models import check_4bit_available, load_tokenizer
+from peftbench.results import (
+    RECORD_FILE,
+    RUNS_DIR,
+    RecordError,
+    RunRecord,
+    load_records,
+    read_record,
+    write_json_atomic,
+)
+from peftbench.table import render_csv, render_markdown
+from peftbench.train import RunSpec, failure_record, run_worker
+
+LOCK_FILE = ".peftbench.lock"
+
+
+@dataclass
+class ExperimentOutcome:
+    records: list[RunRecord]
+    skipped_records: list[str]  # unreadable records, with the reason
+    ran: list[str]  # run ids done in this invocation
+    reused: list[str]  # run ids whose finished record was kept
+    interrupted: bool
+
+    @property
+    def all_succeeded(self) -> bool:
+        return not self.interrupted and all(r["status"] == "success" for r in self.records)
+
+
+def check_writable(directory: Path) -> None:
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        probe = directory / ".peftbench-write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as exc:
+        raise PeftbenchError(
+            f"output directory {directory} cannot be written ({exc.strerror}); "
+            "fix: choose another with output_dir=PATH"
+        ) from exc
+
+
+@contextmanager
+def experiment_lock(directory: Path) -> Iterator[None]:
+    """Hold an exclusive lock on the output directory for the whole experiment."""
+    handle = open(directory / LOCK_FILE, "w")  # noqa: SIM115 - held until the context ends
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise PeftbenchError(
+            f"another peftbench run is using {directory}; wait for it to finish, or use "
+            "another output_dir"
+        ) from None
+    try:
+        handle.write(str(os.getpid()))
+        handle.flush()
+        yield
+    finally:
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        handle.close()
+
+
+def build_specs(config: ExperimentConfig, data_cache: Path) -> list[RunSpec]:
+    """One RunSpec per method entry and seed, each identified by a hash of its full config."""
+    specs = []
+    for entry in config.methods:
+        for seed in config.seeds:
+            run_id = f"{entry.label}-seed{seed}"
+            spec = RunSpec(
+                run_id=run_id,
+                label=entry.label,
+                method=entry.method,
+                params=entry.params,
+                seed=seed,
+                experiment=config.name,
+                config_hash="",
+                model=config.model,
+                training=config.training,
+                data_cache=str(data_cache),
+                run_dir=str(config.output_path / RUNS_DIR / run_id),
+            )
+            spec.config_hash = stable_hash({**spec.resolved_config(), "data": config.data})
+            specs.append(spec)
+    return specs
+
+
+def finished(spec: RunSpec) -> bool:
+    """True when the run already has a successful record made from the same config."""
+    try:
+        record = read_record(Path(spec.run_dir) / RECORD_FILE)
+    except RecordError:
+        return False
+    return record["status"] == "success" and record["config_hash"] == spec.config_hash
+
+
+def run_in_process(spec: RunSpec) -> None:
+    """Run one spec in a fresh process; if it dies without a record, write one for it."""
+    record_file = Path(spec.run_dir) / RECORD_FILE
+    Path(spec.run_dir).mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    process = multiprocessing.get_context("spawn").Process(target=run_worker, args=(spec,))
+    process.start()
+    try:
+        process.join()
+    except KeyboardInterrupt:
+        # The terminal sent SIGINT to the worker too; give it time to write its record.
+        process.join(timeout=60)
+        if process.is_alive():
+            process.kill()
+            process.join()
+        _record_if_missing(spec, record_file, started, "canceled", "Interrupted", "interrupted")
+        raise
+    _record_if_missing(
+        spec,
+        record_file,
+        started,
+        "failed",
+        "ProcessDied",
+        f"the run's process ended with exit code {process.exitcode} without writing a record "
+        "(killed, out of memory, or a crash in native code)",
+    )
+
+
+def _record_if_missing(
+    spec: RunSpec, record_file: Path, started: float, status: str, error_type: str, message: str
+) -> None:
+    if record_file.exists() and record_file.stat().st_mtime >= started:
+        return
+    progress = {"started_at": time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(started))}
+    write_json_atomic(record_file, failure_record(spec, status, error_type, message, progress))
+
+
+def write_summary(output_dir: Path, records: list[RunRecord]) -> str:
+    """Write summary.md and summary.csv next to the runs; return the Markdown table."""
+    table = render_markdown(records)
+    (output_dir / "summary.md").write_text(table, encoding="utf-8")
+    (output_dir / "summary.csv").write_text(render_csv(records), encoding="utf-8")
+    return table
+
+
+def run_experiment(config: ExperimentConfig, force: bool = False) -> ExperimentOutcome:
+    """Prepare the data once, then do every run that is not already finished."""
+    output_dir = config.output_path
+    check_writable(output_dir)
+    if any(get_method(entry.method).quantized_base for entry in config.methods):
+        check_4bit_available()
+    with experiment_lock(output_dir):
+        (output_dir / "experiment.yaml").write_text(
+            yaml.safe_dump(to_plain(config), sort_keys=False), encoding="utf-8"
+        )
+        print(f"preparing data: {config.data.dataset}", flush=True)
+        tokenizer = load_tokenizer(config.model)
+        tokenizer_id = f"{config.model.tokenizer or config.model.name}@{config.model.revision}"
+        prepared, data_cache = prepare_data(
+            config.data, tokenizer, tokenizer_id, config.training.max_length, output_dir / "cache"
+        )
+        info = prepared.info
+        print(
+            f"  train {info['train_size']} / test {info['test_size']} examples, "
+            f"{info['num_labels']} classes, balance {info['label_balance']}",
+            flush=True,
+        )
+        for warning in info["warnings"]:
+            print(f"  data warning: {warning}", flush=True)
+
+        specs = build_specs(config, data_cache)
+        ran, reused = [], []
+        interrupted = False
+        for number, spec in enumerate(specs, start=1):
+            if not force and finished(spec):
+                print(f"[{number}/{len(specs)}] {spec.run_id}: finished earlier, kept", flush=True)
+                reused.append(spec.run_id)
+                continue
+            print(f"[{number}/{len(specs)}] {spec.run_id}: {spec.method}", flush=True)
+            try:
+                run_in_process(spec)
+            except KeyboardInterrupt:
+                print(f"interrupted during {spec.run_id}; run again to resume", flush=True)
+                interrupted = True
+                break
+            ran.append(spec.run_id)
+
+        wanted = {spec.run_id for spec in specs}
+        records, skipped = load_records(output_dir)
+        records = [r for r in records if r["run_id"] in wanted]
+        records.sort(key=lambda r: [s.run_id for s in specs].index(r["run_id"]))
+        table = write_summary(output_dir, records)
+    print("\n" + table, flush=True)
+    return ExperimentOutcome(records, skipped, ran, reused, interrupted)

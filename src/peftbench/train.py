@@ -1,0 +1,407 @@
+"""One run: base model + method + prepared data -> trained model, metrics per epoch, a record.
+
+Read top to bottom: `execute_run` sets up, trains epoch by epoch (evaluating after each), saves
+the adapter or model, and returns the run record. `run_worker` is what the runner starts in a
+fresh process per run; it turns any failure into a record instead of losing the run.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import shutil
+import time
+import traceback
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.metrics import accuracy_score, precision_recall_fscore_support
+from tqdm.auto import tqdm
+from transformers import get_linear_schedule_with_warmup
+
+from peftbench.config import ModelConfig, TrainingConfig, to_plain
+from peftbench.data import PreparedData, TokenizedSplit, iterate_batches, load_prepared
+from peftbench.measure import (
+    NvmlPeak,
+    cpu_has_native_bf16,
+    directory_size_mb,
+    environment,
+    memory_summary,
+)
+from peftbench.methods import get_method
+from peftbench.models import count_parameters, load_model
+from peftbench.results import (
+    SCHEMA_VERSION,
+    EpochMetrics,
+    Predictions,
+    RunRecord,
+    write_json_atomic,
+)
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass
+class RunSpec:
+    """Everything a worker process needs to do one run (picklable)."""
+
+    run_id: str
+    label: str
+    method: str
+    params: Any  # the method's params dataclass
+    seed: int
+    experiment: str
+    config_hash: str
+    model: ModelConfig
+    training: TrainingConfig
+    data_cache: str  # file written by data.prepare_data
+    run_dir: str
+
+    def resolved_config(self) -> dict[str, Any]:
+        return {
+            "method": self.method,
+            "method_params": to_plain(self.params),
+            "seed": self.seed,
+            "model": to_plain(self.model),
+            "training": to_plain(self.training),
+        }
+
+
+class NonFiniteLoss(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+def quiet_libraries() -> None:
+    """Keep the libraries' load reports and deprecation notes out of the progress output."""
+    import warnings
+
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=UserWarning, module="peft")
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def set_seed(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def pick_device(choice: str) -> torch.device:
+    if choice == "cuda" or (choice == "auto" and torch.cuda.is_available()):
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def pick_precision(choice: str, device: torch.device) -> str:
+    """The dtype to compute in: "auto" takes bf16 only where the hardware runs it natively."""
+    if choice != "auto":
+        return choice
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "bf16" if cpu_has_native_bf16() else "fp32"
+
+
+def classification_metrics(labels: list[int], predictions: list[int]) -> dict[str, float]:
+    precision, recall, f1, _ = precision_recall_fscore_support(
+        labels, predictions, average="macro", zero_division=0
+    )
+    return {
+        "accuracy": float(accuracy_score(labels, predictions)),
+        "macro_f1": float(f1),
+        "precision": float(precision),
+        "recall": float(recall),
+    }
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _autocast(device: torch.device, precision: str) -> Any:
+    return torch.autocast(
+        device_type=device.type, dtype=DTYPES[precision], enabled=precision != "fp32"
+    )
+
+
+def evaluate(
+    model: torch.nn.Module,
+    split: TokenizedSplit,
+    data: PreparedData,
+    training: TrainingConfig,
+    device: torch.device,
+    precision: str,
+) -> tuple[dict[str, float], list[int]]:
+    """Metrics on a split and the prediction for each example, in the split's order."""
+    model.eval()
+    predictions = [0] * len(split)
+    total_loss = 0.0
+    pad_to = training.max_length if training.padding == "max_length" else None
+    # Sorted by length (no shuffle) so that each batch pads as little as possible.
+    batches = iterate_batches(
+        split, training.eval_batch_size, data.pad_token_id, pad_to, None, group_by_length=True
+    )
+    with torch.no_grad(), tqdm(total=len(split), desc="  evaluating", unit="ex") as bar:
+        for indices, batch in batches:
+            batch = {k: v.to(device) for k, v in batch.items()}
+            with _autocast(device, precision):
+                output = model(**batch)
+            total_loss += output.loss.float().item() * len(indices)
+            for index, predicted in zip(indices, output.logits.argmax(-1).tolist(), strict=True):
+                predictions[index] = predicted
+            bar.update(len(indices))
+    metrics = classification_metrics(split.labels, predictions)
+    metrics["loss"] = total_loss / len(split)
+    return metrics, predictions
+
+
+def train_epoch(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    scaler: torch.amp.GradScaler,
+    data: PreparedData,
+    training: TrainingConfig,
+    device: torch.device,
+    precision: str,
+    seed: int,
+    epoch: int,
+) -> tuple[float, int, int]:
+    """One pass over the training split: (mean loss, steps, real tokens processed)."""
+    model.train()
+    pad_to = training.max_length if training.padding == "max_length" else None
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    losses: list[float] = []
+    tokens = 0
+    # A different, seeded order each epoch: repeatable, and the same for every method.
+    batches = iterate_batches(
+        data.train,
+        training.train_batch_size,
+        data.pad_token_id,
+        pad_to,
+        seed * 1000 + epoch,
+        training.group_by_length,
+    )
+    steps = math.ceil(len(data.train) / training.train_batch_size)
+    with tqdm(total=steps, desc=f"  epoch {epoch} training", unit="step") as bar:
+        for _, batch in batches:
+            tokens += int(batch["attention_mask"].sum())
+            batch = {k: v.to(device) for k, v in batch.items()}
+            with _autocast(device, precision):
+                loss = model(**batch).loss
+            if not torch.isfinite(loss):
+                raise NonFiniteLoss(
+                    f"training loss became {loss.item()} at epoch {epoch}, step {len(losses) + 1}"
+                    " (try a lower learning rate, or precision: fp32)"
+                )
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(trainable, training.max_grad_norm)
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            losses.append(loss.item())
+            bar.set_postfix(loss=f"{losses[-1]:.4f}")
+            bar.update(1)
+    return sum(losses) / len(losses), len(losses), tokens
+
+
+def save_trained(model: torch.nn.Module, directory: Path) -> float:
+    """Save what the method trained (adapter + head, or the whole model); size in MB."""
+    if directory.exists():
+        shutil.rmtree(directory)
+    model.save_pretrained(directory)
+    return directory_size_mb(directory)
+
+
+def execute_run(spec: RunSpec, progress: dict[str, Any]) -> RunRecord:
+    """Do one run and return its record. `progress` is filled as it goes, for failure records."""
+    training = spec.training
+    if training.num_threads:
+        torch.set_num_threads(training.num_threads)
+    set_seed(spec.seed)
+    device = pick_device(training.device)
+    precision = pick_precision(training.precision, device)
+    data = load_prepared(Path(spec.data_cache))
+    progress["data_info"] = data.info
+    method = get_method(spec.method)
+    nvml = NvmlPeak(device.index or 0) if device.type == "cuda" else None
+
+    quantize = spec.params if method.quantized_base else None
+    compute = getattr(spec.params, "compute_dtype", "auto")
+    compute_dtype = DTYPES["bf16" if device.type == "cuda" else "fp32"]
+    if compute != "auto":
+        compute_dtype = DTYPES[compute]
+    model = load_model(spec.model, data.num_labels, device, quantize, compute_dtype)
+    model = method.apply(model, spec.params)
+    trainable_params, total_params = count_parameters(model)
+
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(
+        trainable,
+        lr=spec.params.learning_rate,
+        weight_decay=training.weight_decay,
+        fused=device.type == "cuda",
+    )
+    total_steps = training.epochs * math.ceil(len(data.train) / training.train_batch_size)
+    scheduler = get_linear_schedule_with_warmup(
+        optimizer, int(training.warmup_ratio * total_steps), total_steps
+    )
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+
+    epochs: list[EpochMetrics] = progress.setdefault("epochs", [])
+    train_time = eval_time = 0.0
+    train_tokens = train_steps = 0
+    predictions: list[int] = []
+    for epoch in range(1, training.epochs + 1):
+        _sync(device)
+        start = time.perf_counter()
+        loss, steps, tokens = train_epoch(
+            model, optimizer, scheduler, scaler, data, training, device, precision, spec.seed, epoch
+        )
+        _sync(device)
+        epoch_train = time.perf_counter() - start
+        start = time.perf_counter()
+        metrics, predictions = evaluate(model, data.test, data, training, device, precision)
+        _sync(device)
+        epoch_eval = time.perf_counter() - start
+        train_time += epoch_train
+        eval_time += epoch_eval
+        train_tokens += tokens
+        train_steps += steps
+        epochs.append(
+            {
+                "epoch": epoch,
+                "train_loss": loss,
+                "train_time_s": epoch_train,
+                "eval_time_s": epoch_eval,
+                "eval": metrics,
+            }
+        )
+        print(
+            f"  epoch {epoch}: train loss {loss:.4f}, test accuracy "
+            f"{100 * metrics['accuracy']:.2f}%, train {epoch_train:.1f} s, eval {epoch_eval:.1f} s",
+            flush=True,
+        )
+
+    memory = memory_summary(device, nvml)
+    run_dir = Path(spec.run_dir)
+    model_dir = run_dir / "model"
+    model_size_mb = save_trained(model, model_dir)
+    if not training.keep_model:
+        shutil.rmtree(model_dir)
+    prediction_record: Predictions = {
+        "run_id": spec.run_id,
+        "example_ids": data.test.example_ids,
+        "labels": data.test.labels,
+        "predictions": predictions,
+    }
+    write_json_atomic(run_dir / "predictions.json", prediction_record)
+
+    final = epochs[-1]["eval"]
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "run_id": spec.run_id,
+        "config_hash": spec.config_hash,
+        "status": "success",
+        "error": None,
+        "run_info": _run_info(spec, progress),
+        "data_info": data.info,
+        "train_info": {
+            "epochs": epochs,
+            "train_time_s": train_time,
+            "eval_time_s": eval_time,
+            "train_steps": train_steps,
+            "train_tokens": train_tokens,
+            "train_tokens_per_s": train_tokens / train_time if train_time else None,
+            "eval_examples_per_s": training.epochs * len(data.test) / eval_time
+            if eval_time
+            else None,
+            "precision": precision,
+        },
+        "metrics": dict(final),
+        "measurements": {
+            "trainable_params": trainable_params,
+            "total_params": total_params,
+            "trainable_percent": 100 * trainable_params / total_params,
+            "memory": memory,
+            "model_size_mb": model_size_mb,
+        },
+        "meta_info": environment(device),
+    }
+
+
+def _run_info(spec: RunSpec, progress: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "label": spec.label,
+        "method": spec.method,
+        "seed": spec.seed,
+        "experiment": spec.experiment,
+        "started_at": progress.get("started_at"),
+        "finished_at": now_iso(),
+        "config": spec.resolved_config(),
+    }
+
+
+def failure_record(
+    spec: RunSpec,
+    status: str,
+    error_type: str,
+    message: str,
+    progress: dict[str, Any],
+    trace: str | None = None,
+) -> RunRecord:
+    """The record of a run that did not finish: what it reached, and why it stopped."""
+    epochs = progress.get("epochs", [])
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "run_id": spec.run_id,
+        "config_hash": spec.config_hash,
+        "status": status,  # type: ignore[typeddict-item]
+        "error": {
+            "type": error_type,
+            "message": message,
+            "epoch_reached": len(epochs),
+            "traceback": trace,
+        },
+        "run_info": _run_info(spec, progress),
+        "data_info": progress.get("data_info", {}),
+        "train_info": {"epochs": epochs},
+        "metrics": dict(epochs[-1]["eval"]) if epochs else {},
+        "measurements": {},
+        "meta_info": {},
+    }
+
+
+def run_worker(spec: RunSpec) -> None:
+    """Entry point of a run's own process: always leaves a record behind, whatever happens."""
+    quiet_libraries()
+    record_file = Path(spec.run_dir) / "record.json"
+    progress: dict[str, Any] = {"started_at": now_iso()}
+    try:
+        record = execute_run(spec, progress)
+    except KeyboardInterrupt:
+        record = failure_record(
+            spec, "canceled", "Interrupted", "interrupted by the user", progress
+        )
+        write_json_atomic(record_file, record)
+        raise SystemExit(130) from None
+    except Exception as exc:  # noqa: BLE001 - every failure becomes this run's record
+        record = failure_record(
+            spec, "failed", type(exc).__name__, str(exc), progress, traceback.format_exc()
+        )
+        write_json_atomic(record_file, record)
+        raise SystemExit(1) from None
+    write_json_atomic(record_file, record)
