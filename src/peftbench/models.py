@@ -203,3 +203,21 @@ def count_parameters(model: nn.Module) -> tuple[int, int]:
         if parameter.requires_grad:
             trainable += count
     return trainable, total
+
+
+def load_trained(
+    model: ModelConfig,
+    num_labels: int,
+    saved_dir: Path,
+    device: torch.device,
+    quantize: Any = None,
+    compute_dtype: torch.dtype = torch.float32,
+) -> nn.Module:
+    """Load what a run saved: a whole model (full fine-tuning) or base model + PEFT adapter."""
+    saved_dir = Path(saved_dir)
+    if not (saved_dir / "adapter_config.json").exists():
+        return AutoModelForSequenceClassification.from_pretrained(saved_dir).to(device)
+    from peft import PeftModel
+
+    base = load_model(model, num_labels, device, quantize, compute_dtype)
+    return PeftModel.from_pretrained(base, saved_dir)

@@ -209,5 +209,19 @@ def run_experiment(config: ExperimentConfig, force: bool = False) -> ExperimentO
         records = [r for r in records if r["run_id"] in wanted]
         records.sort(key=lambda r: [s.run_id for s in specs].index(r["run_id"]))
         table = write_summary(output_dir, records)
+        report_files = write_report(output_dir)
     print("\n" + table, flush=True)
+    if report_files:
+        print(f"report: {', '.join(str(f) for f in report_files)}", flush=True)
     return ExperimentOutcome(records, skipped, ran, reused, interrupted)
+
+
+def write_report(output_dir: Path) -> list[Path]:
+    """The full report (tables, plots, recommendations) of a finished experiment."""
+    from peftbench.report import build_report
+
+    try:
+        return build_report([output_dir], output_dir).files
+    except PeftbenchError as exc:  # e.g. every run failed: the records still say why
+        print(f"no report: {exc}", flush=True)
+        return []

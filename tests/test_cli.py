@@ -1,0 +1,174 @@
+"""The command line end to end on the tiny model, and every bad input's message and exit code."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import REPO, tiny_config
+
+from peftbench.cli import main
+from peftbench.results import load_records, read_record
+
+
+def _write(config: dict, path: Path) -> Path:
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_run_end_to_end_writes_records_summary_and_report(
+    tiny_roberta: Path, tiny_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    out = tmp_path / "out"
+    config = _write(tiny_config(tiny_roberta, tiny_dataset, out), tmp_path / "exp.yaml")
+    assert main(["run", str(config)]) == 0
+
+    records, skipped = load_records(out)
+    assert skipped == []
+    assert [r["run_id"] for r in records] == sorted(
+        ["full-seed0", "lora-seed0", "qlora-seed0", "ia3-seed0"]
+    )
+    for record in records:
+        assert record["status"] == "success", record["error"]
+        assert len(record["train_info"]["epochs"]) == 2
+        assert 0.0 <= record["metrics"]["accuracy"] <= 1.0
+        assert record["train_info"]["train_tokens_per_s"] > 0
+        assert record["measurements"]["memory"]["peak_rss_mb"] > 100
+        assert record["measurements"]["model_size_mb"] > 0
+        assert record["data_info"]["label_balance"]["test"] == {"0": 32, "1": 32}
+        assert record["meta_info"]["packages"]["peft"]
+        predictions = json.loads((out / "runs" / record["run_id"] / "predictions.json").read_text())
+        assert len(predictions["predictions"]) == len(predictions["labels"]) == 64
+    sizes = {r["run_info"]["method"]: r["measurements"]["model_size_mb"] for r in records}
+    assert sizes["full"] > 10 * sizes["lora"]  # an adapter is far smaller than a model
+
+    summary = (out / "summary.md").read_text()
+    assert "accuracy (%)" in summary and "qlora-seed0" in summary
+    assert (out / "summary.csv").read_text().startswith("run_id,method,seed,status,accuracy")
+    assert (out / "report.html").exists()
+    printed = capsys.readouterr().out
+    assert "| run | method |" in printed
+
+    # A second run finds every record finished and redoes nothing.
+    stamps = {
+        r["run_id"]: (out / "runs" / r["run_id"] / "record.json").stat().st_mtime_ns
+        for r in records
+    }
+    assert main(["run", str(config)]) == 0
+    assert "finished earlier, kept" in capsys.readouterr().out
+    for run_id, stamp in stamps.items():
+        assert (out / "runs" / run_id / "record.json").stat().st_mtime_ns == stamp
+
+    # A changed config is a different run: it is done again.
+    assert main(["run", str(config), "training.epochs=1", "methods={ia3: {}}"]) == 0
+    record = read_record(out / "runs" / "ia3-seed0" / "record.json")
+    assert len(record["train_info"]["epochs"]) == 1
+
+
+def _expect_bad_input(argv: list[str], capsys: pytest.CaptureFixture, *needles: str) -> str:
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("peftbench: error: ")
+    assert "Traceback" not in err
+    for needle in needles:
+        assert needle in err, err
+    return err
+
+
+@pytest.mark.parametrize(
+    ("change", "needles"),
+    [
+        ({"methods": {"lorra": {}}}, ["unknown method 'lorra'", "registered methods: "]),
+        ({"trainig": {"epochs": 1}}, ["unknown field 'trainig'", "accepted fields"]),
+        (
+            {"data": {"dataset": "DATA", "text_column": "review"}},
+            ["no column 'review'", "data.text_column"],
+        ),
+        ({"data": {"dataset": "DATA", "train_size": 100000}}, ["data.train_size=100000"]),
+        ({"model": {"name": "nobody/no-such-model"}}, ["'nobody/no-such-model'", "Fix:"]),
+        ({"data": {"dataset": "nobody/no-such-dataset"}}, ["PEFTBENCH_DATA_DIR"]),
+    ],
+)
+def test_bad_input_gives_one_message_and_exit_code_2(
+    tiny_roberta: Path,
+    tiny_dataset: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture,
+    change: dict,
+    needles: list[str],
+) -> None:
+    out = tmp_path / "out"
+    config = tiny_config(tiny_roberta, tiny_dataset, out)
+    for key, value in change.items():
+        if isinstance(value, dict) and key != "methods":
+            value = {k: (str(tiny_dataset) if v == "DATA" else v) for k, v in value.items()}
+            config[key] = {**config.get(key, {}), **value}
+        else:
+            config[key] = value
+    _expect_bad_input(["run", str(_write(config, tmp_path / "c.yaml"))], capsys, *needles)
+    assert not (out / "runs").exists()  # nothing half-written
+
+
+def test_unwritable_output_directory(
+    tiny_roberta: Path, tiny_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    config = _write(tiny_config(tiny_roberta, tiny_dataset, blocker / "out"), tmp_path / "c.yaml")
+    _expect_bad_input(["run", str(config)], capsys, "cannot be written", "output_dir")
+
+
+def test_missing_config_file(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
+    _expect_bad_input(["plan", str(tmp_path / "none.yaml")], capsys, "does not exist")
+
+
+def test_plan_prints_the_study_parameter_counts_offline() -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "peftbench.cli",
+            "plan",
+            str(REPO / "configs/imdb-roberta-base.yaml"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    for label, count in (
+        ("full", "124,647,170"),
+        ("lora", "887,042"),
+        ("qlora", "887,042"),
+        ("ia3", "656,642"),
+    ):
+        assert f"| {label} | {label} |" in result.stdout
+        assert count in result.stdout
+    assert "train 3000 / test 2000" in result.stdout
+
+
+def test_real_entry_point_exits_2_without_traceback(tmp_path: Path) -> None:
+    config = _write(
+        {"name": "x", "model": {"name": "m"}, "data": {"dataset": "d"}, "methods": {"nope": {}}},
+        tmp_path / "c.yaml",
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "peftbench.cli", "run", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    assert "unknown method 'nope'" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_methods_lists_the_registry(capsys: pytest.CaptureFixture) -> None:
+    assert main(["methods"]) == 0
+    out = capsys.readouterr().out
+    for name in ("full:", "lora:", "qlora:", "ia3:"):
+        assert name in out
+    assert "learning_rate = 0.0005" in out

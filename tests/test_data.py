@@ -1,0 +1,150 @@
+"""Data sources, stratified subsets, checks, the token cache and padding."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from conftest import synthetic_reviews, write_dataset
+
+from peftbench.config import DataConfig, ModelConfig
+from peftbench.data import (
+    DATA_DIR_ENV,
+    batch_order,
+    collate,
+    prepare_data,
+    read_split,
+    stratified_subset,
+)
+from peftbench.errors import PeftbenchError
+from peftbench.models import load_model, load_tokenizer
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_roberta: Path):
+    return load_tokenizer(ModelConfig(name=str(tiny_roberta)))
+
+
+def _prepare(data: DataConfig, tokenizer, tmp_path: Path, max_length: int = 64):
+    return prepare_data(data, tokenizer, "tiny", max_length, tmp_path / "cache")
+
+
+def test_stratified_subset_keeps_class_proportions_and_is_seeded() -> None:
+    labels = [0] * 900 + [1] * 100  # sorted by label, as the IMDb files are
+    subset = stratified_subset(labels, 200, seed=0, where="data.train_size")
+    assert len(subset) == len(set(subset)) == 200
+    assert Counter(labels[i] for i in subset) == {0: 180, 1: 20}
+    assert subset == stratified_subset(labels, 200, seed=0, where="data.train_size")
+    assert subset != stratified_subset(labels, 200, seed=1, where="data.train_size")
+
+
+def test_subset_larger_than_split_is_a_clear_error() -> None:
+    with pytest.raises(PeftbenchError, match=r"data.train_size=50 but the split has only 10 rows"):
+        stratified_subset([0, 1] * 5, 50, seed=0, where="data.train_size")
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "csv", "jsonl"])
+def test_local_formats(tmp_path: Path, tokenizer, fmt: str) -> None:
+    directory = write_dataset(tmp_path / fmt, train=40, test=20, fmt=fmt)
+    data, cache = _prepare(DataConfig(dataset=str(directory), train_size=20), tokenizer, tmp_path)
+    assert len(data.train) == 20 and len(data.test) == 20
+    assert data.info["label_balance"]["train"] == {"0": 10, "1": 10}
+    assert data.num_labels == 2
+    assert cache.exists()
+
+
+def test_aclimdb_folder(tmp_path: Path, tokenizer) -> None:
+    root = tmp_path / "aclImdb"
+    texts, labels = synthetic_reviews(24, seed=5)
+    for split in ("train", "test"):
+        for i, (text, label) in enumerate(zip(texts, labels, strict=True)):
+            folder = root / split / ("pos" if label else "neg")
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / f"{i}_{7 if label else 2}.txt").write_text(f"{split} {text}")
+    data, _ = _prepare(DataConfig(dataset=str(root)), tokenizer, tmp_path)
+    assert data.label_names == ["neg", "pos"]
+    assert data.info["label_balance"]["test"] == {"neg": 12, "pos": 12}
+
+
+def test_string_labels_and_custom_columns_three_classes(tmp_path: Path, tokenizer) -> None:
+    directory = tmp_path / "topics"
+    directory.mkdir()
+    rows = [
+        {"body": f"text number {i}", "topic": ["sport", "news", "art"][i % 3]} for i in range(30)
+    ]
+    for split in ("train", "test"):
+        pd.DataFrame(rows).to_csv(directory / f"{split}.csv", index=False)
+    config = DataConfig(dataset=str(directory), text_column="body", label_column="topic")
+    data, _ = _prepare(config, tokenizer, tmp_path)
+    assert data.label_names == ["art", "news", "sport"]
+    assert sorted(set(data.train.labels)) == [0, 1, 2]
+    assert any("duplicate" in w for w in data.info["warnings"]) is False
+    assert any("test texts also appear in train" in w for w in data.info["warnings"])
+
+
+def test_missing_column_names_the_columns_and_the_field(tiny_dataset: Path) -> None:
+    with pytest.raises(PeftbenchError) as info:
+        read_split(DataConfig(dataset=str(tiny_dataset), text_column="review"), "train")
+    message = str(info.value)
+    assert "no column 'review' (data.text_column)" in message
+    assert "text, label" in message
+
+
+def test_missing_split_is_a_clear_error(tiny_dataset: Path) -> None:
+    with pytest.raises(PeftbenchError, match="no 'validation' split"):
+        read_split(DataConfig(dataset=str(tiny_dataset)), "validation")
+
+
+def test_hub_dataset_offline_fails_with_the_fix() -> None:
+    with pytest.raises(PeftbenchError, match=DATA_DIR_ENV):
+        read_split(DataConfig(dataset="no-such-user/no-such-dataset"), "train")
+
+
+def test_data_dir_env_points_at_an_offline_copy(
+    tiny_dataset: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(DATA_DIR_ENV, str(tiny_dataset.parent))
+    split, _ = read_split(DataConfig(dataset=f"someone/{tiny_dataset.name}"), "test")
+    assert len(split.texts) == 64
+
+
+def test_token_cache_is_reused_and_invalidated(tiny_dataset: Path, tokenizer, tmp_path: Path):
+    config = DataConfig(dataset=str(tiny_dataset), train_size=32, test_size=16)
+    _, first = _prepare(config, tokenizer, tmp_path)
+    stamp = first.stat().st_mtime_ns
+    _, again = _prepare(config, tokenizer, tmp_path)
+    assert again == first and again.stat().st_mtime_ns == stamp  # reused, not rewritten
+    _, longer = _prepare(config, tokenizer, tmp_path, max_length=32)
+    _, bigger = _prepare(DataConfig(dataset=str(tiny_dataset), train_size=48), tokenizer, tmp_path)
+    assert len({first, longer, bigger}) == 3
+
+
+def test_dynamic_padding_gives_the_same_logits_as_max_length(
+    tiny_roberta: Path, tiny_dataset: Path, tokenizer, tmp_path: Path
+) -> None:
+    data, _ = _prepare(DataConfig(dataset=str(tiny_dataset), test_size=16), tokenizer, tmp_path)
+    model = load_model(ModelConfig(name=str(tiny_roberta)), 2, torch.device("cpu")).eval()
+    indices = list(range(16))
+    dynamic = collate(data.test, indices, data.pad_token_id, None)
+    padded = collate(data.test, indices, data.pad_token_id, 64)
+    assert dynamic["input_ids"].shape[1] < padded["input_ids"].shape[1] == 64
+    with torch.no_grad():
+        a = model(input_ids=dynamic["input_ids"], attention_mask=dynamic["attention_mask"]).logits
+        b = model(input_ids=padded["input_ids"], attention_mask=padded["attention_mask"]).logits
+    torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_batch_order_is_seeded_complete_and_groups_by_length() -> None:
+    lengths = [(i * 37) % 101 for i in range(200)]
+    grouped = batch_order(lengths, 10, seed=3, group_by_length=True)
+    assert sorted(i for b in grouped for i in b) == list(range(200))
+    assert grouped == batch_order(lengths, 10, seed=3, group_by_length=True)
+    spread = sum(max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in grouped)
+    random_batches = batch_order(lengths, 10, seed=3, group_by_length=False)
+    spread_random = sum(
+        max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in random_batches
+    )
+    assert spread < spread_random / 3

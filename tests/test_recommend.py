@@ -1,0 +1,198 @@
+"""Pareto front, rankings and recommendations checked against values worked out by hand."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from peftbench.recommend import (
+    MethodStats,
+    accuracy_noise,
+    binomial_half_width,
+    cheapest_within,
+    dominates,
+    failure_warnings,
+    most_accurate,
+    noise_warnings,
+    pareto_front,
+    rank,
+    recommend,
+    within_margin,
+)
+
+MEM = "cuda_peak_allocated_mb"
+
+
+def method(
+    name: str, accuracy: float, params: int, mem: float, time: float, size: float, **kwargs
+) -> MethodStats:
+    """A measured method with one seed on 1,000 test examples unless told otherwise."""
+    mean = {
+        "accuracy": accuracy,
+        "trainable_params": params,
+        MEM: mem,
+        "train_time_s": time,
+        "model_size_mb": size,
+    }
+    return MethodStats(
+        name=name,
+        n_seeds=kwargs.pop("n_seeds", 1),
+        test_size=kwargs.pop("test_size", 1000),
+        mean=mean,
+        label=name,
+        **kwargs,
+    )
+
+
+@pytest.fixture
+def four() -> list[MethodStats]:
+    """Full is the most accurate; LoRA and QLoRA are within 1 pp of it, IA3 is 3 pp behind."""
+    return [
+        method("Full", 0.89, 124_647_170, 7746, 1140, 475.0),
+        method("LoRA", 0.885, 887_042, 4120, 420, 3.4),
+        method("QLoRA", 0.88, 887_042, 2500, 600, 3.5),
+        method("IA3", 0.86, 656_642, 3900, 400, 2.6),
+    ]
+
+
+def points(stats: list[MethodStats]) -> dict[str, dict[str, float]]:
+    return {s.name: s.mean for s in stats}
+
+
+def test_rank_follows_column_direction(four: list[MethodStats]) -> None:
+    assert rank(points(four), "accuracy") == ["Full", "LoRA", "QLoRA", "IA3"]
+    assert rank(points(four), MEM) == ["QLoRA", "IA3", "LoRA", "Full"]
+    assert rank(points(four), "train_time_s") == ["IA3", "LoRA", "QLoRA", "Full"]
+    tokens = {"a": {"train_tokens_per_s": 10.0}, "b": {"train_tokens_per_s": 30.0}, "c": {}}
+    assert rank(tokens, "train_tokens_per_s") == ["b", "a"]
+
+
+def test_pareto_front_accuracy_vs_params(four: list[MethodStats]) -> None:
+    # QLoRA has LoRA's parameter count and lower accuracy: dominated. IA3 has the fewest params.
+    assert pareto_front(points(four), ["accuracy", "trainable_params"]) == ["Full", "LoRA", "IA3"]
+
+
+def test_pareto_front_accuracy_vs_memory(four: list[MethodStats]) -> None:
+    # QLoRA uses less memory than IA3 and is more accurate: IA3 is dominated.
+    assert pareto_front(points(four), ["accuracy", MEM]) == ["Full", "LoRA", "QLoRA"]
+
+
+def test_pareto_front_ties_and_missing_values() -> None:
+    pts = {
+        "a": {"accuracy": 0.9, MEM: 10.0},
+        "b": {"accuracy": 0.9, MEM: 10.0},
+        "c": {"accuracy": 0.95, MEM: None},
+    }
+    assert pareto_front(pts, ["accuracy", MEM]) == ["a", "b"]  # equal points do not dominate
+    assert not dominates(
+        {"accuracy": 0.9, MEM: 10.0}, {"accuracy": 0.9, MEM: 10.0}, ["accuracy", MEM]
+    )
+    assert dominates({"accuracy": 0.9, MEM: 9.0}, {"accuracy": 0.9, MEM: 10.0}, ["accuracy", MEM])
+
+
+def test_pareto_front_refuses_non_figures() -> None:
+    with pytest.raises(ValueError, match="not a figure"):
+        pareto_front({"a": {"seed": 1, "accuracy": 0.5}}, ["accuracy", "seed"])
+
+
+def test_binomial_half_width_by_hand() -> None:
+    # 1.96 * sqrt(0.89 * 0.11 / 1000) = 1.96 * sqrt(9.79e-5) = 1.96 * 0.0098944 = 0.019393
+    assert binomial_half_width(0.89, 1000) == pytest.approx(0.019393, abs=1e-6)
+    assert binomial_half_width(0.5, 100) == pytest.approx(0.098)
+    assert binomial_half_width(1.0, 50) == 0.0
+    with pytest.raises(ValueError):
+        binomial_half_width(0.5, 0)
+
+
+def test_accuracy_noise_takes_the_larger_of_binomial_and_seed_std() -> None:
+    one_seed = method("a", 0.5, 1, 1, 1, 1, test_size=100)
+    assert accuracy_noise(one_seed) == pytest.approx(0.098)
+    seeds = method("b", 0.5, 1, 1, 1, 1, test_size=100, n_seeds=3, std={"accuracy": 0.15})
+    assert accuracy_noise(seeds) == pytest.approx(0.15)
+    quiet = method("c", 0.5, 1, 1, 1, 1, test_size=100, n_seeds=3, std={"accuracy": 0.01})
+    assert accuracy_noise(quiet) == pytest.approx(0.098)
+
+
+def test_cheapest_within_margin(four: list[MethodStats]) -> None:
+    # 1 pp margin: Full 89.0, LoRA 88.5 and QLoRA 88.0 (exactly 1 pp) qualify, IA3 86.0 does not.
+    assert [s.name for s in within_margin(four, 0.01)] == ["Full", "LoRA", "QLoRA"]
+    assert cheapest_within(four, MEM).name == "QLoRA"  # 2,500 MB
+    assert cheapest_within(four, "train_time_s").name == "LoRA"  # 420 s; IA3 (400 s) is out
+    assert cheapest_within(four, "model_size_mb").name == "LoRA"  # 3.4 MB < 3.5 MB
+    # A 0.4 pp margin leaves Full alone; a 5 pp margin lets IA3 in.
+    assert cheapest_within(four, MEM, margin=0.004).name == "Full"
+    assert cheapest_within(four, "train_time_s", margin=0.05).name == "IA3"
+
+
+def test_recommendations_cite_their_figures(four: list[MethodStats]) -> None:
+    recs = recommend(four, margin=0.01, memory_key=MEM)
+    best = next(r for r in recs if r.kind == "best")
+    assert best.subjects == ("Full",)
+    assert "89.00 %" in best.text and "n = 1,000 test examples" in best.text
+    cheap = {r.headline: r for r in recs if r.kind == "cheapest"}
+    memory = cheap["Cheapest by peak CUDA allocated within 1.00 pp of the best"]
+    assert memory.subjects[0] == "QLoRA"
+    assert "2,500 MB" in memory.text and "7,746 MB" in memory.text
+    # (2500 - 7746) / 7746 = -67.7 %
+    assert memory.figures["relative_change"] == pytest.approx(-0.67725, abs=1e-5)
+    assert "-67.7 %" in memory.text and "1.00 pp below" in memory.text
+    time = cheap["Cheapest by train time within 1.00 pp of the best"]
+    assert time.subjects[0] == "LoRA" and "420.0 s" in time.text and "1,140.0 s" in time.text
+    size = cheap["Cheapest by adapter/model size on disk within 1.00 pp of the best"]
+    assert size.subjects[0] == "LoRA" and "3.40 MB" in size.text
+    pareto = {r.headline: r for r in recs if r.kind == "pareto"}
+    assert pareto["Pareto-optimal, accuracy vs trainable params"].subjects == (
+        "Full",
+        "LoRA",
+        "IA3",
+    )
+    assert "Dominated" in pareto["Pareto-optimal, accuracy vs trainable params"].text
+    assert pareto["Pareto-optimal, accuracy vs peak CUDA allocated"].subjects == (
+        "Full",
+        "LoRA",
+        "QLoRA",
+    )
+    assert any(r.kind == "note" and "one seed" in r.text for r in recs)
+
+
+def test_noise_warnings_by_hand(four: list[MethodStats]) -> None:
+    # Noise = the larger half-width of the pair: Full 1.96 * sqrt(.89 * .11 / 1000) = 1.94 pp,
+    # LoRA 1.96 * sqrt(.885 * .115 / 1000) = 1.96 * 0.0100884 = 1.98 pp,
+    # IA3 1.96 * sqrt(.86 * .14 / 1000) = 2.15 pp.
+    # Gaps to Full: LoRA 0.5 pp and QLoRA 1.0 pp are inside; IA3's 3.0 pp is not.
+    warnings = noise_warnings(four)
+    assert [w.subjects for w in warnings] == [("Full", "LoRA"), ("Full", "QLoRA")]
+    assert warnings[0].figures["gap"] == pytest.approx(0.005)
+    assert warnings[0].figures["noise"] == pytest.approx(0.019773, abs=1e-6)
+    assert "±1.98 pp" in warnings[0].text and "n = 1,000 test examples" in warnings[0].text
+    ia3 = 1.96 * math.sqrt(0.86 * 0.14 / 1000)
+    assert ia3 == pytest.approx(0.021507, abs=1e-6) and 0.03 > ia3
+
+
+def test_noise_warning_uses_seed_std() -> None:
+    # Binomial half-width on 10,000 examples is ~0.6 pp; the seed std of 2 pp makes 1.5 pp noise.
+    a = method("A", 0.90, 1, 1, 1, 1, test_size=10_000, n_seeds=3, std={"accuracy": 0.02})
+    b = method("B", 0.885, 1, 1, 1, 1, test_size=10_000)
+    assert binomial_half_width(0.9, 10_000) < 0.015
+    assert [w.subjects for w in noise_warnings([a, b])] == [("A", "B")]
+    assert noise_warnings([method("A", 0.90, 1, 1, 1, 1, test_size=10_000), b]) == []
+
+
+def test_failures_are_reported_and_failed_methods_ignored(four: list[MethodStats]) -> None:
+    broken = MethodStats(name="Prefix", n_seeds=0, failures=["seed 1: failed — NaN loss"])
+    partial = method("LoRA2", 0.87, 1, 1, 1, 1, n_seeds=2, failures=["seed 3: canceled"])
+    recs = recommend([*four, broken, partial], memory_key=MEM)
+    failures = failure_warnings([broken, partial])
+    assert [f.subjects for f in failures] == [("Prefix",), ("LoRA2",)]
+    assert "1 of 1 run(s) did not succeed" in failures[0].text and "NaN loss" in failures[0].text
+    assert "1 of 3 run(s)" in failures[1].text and "excluded from the means" in failures[1].text
+    assert most_accurate([broken]) is None
+    assert [r.subjects for r in recs if r.kind == "failure"] == [("Prefix",), ("LoRA2",)]
+
+
+def test_reference_rows_never_drive_recommendations(four: list[MethodStats]) -> None:
+    published = method("Full (published)", 0.99, 1, 1, 1, 1, reference=True)
+    recs = recommend([*four, published], memory_key=MEM)
+    assert next(r for r in recs if r.kind == "best").subjects == ("Full",)
+    assert all("published" not in s for r in recs for s in r.subjects)
