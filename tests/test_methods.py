@@ -11,7 +11,7 @@ import torch
 
 from peftbench.config import DataConfig, ModelConfig, TrainingConfig
 from peftbench.data import collate, prepare_data
-from peftbench.methods import get_method, method_names
+from peftbench.methods import MethodContext, get_method, method_names
 from peftbench.models import (
     build_random_model,
     count_parameters,
@@ -33,7 +33,9 @@ def test_trainable_parameters_at_roberta_base_shapes(name: str) -> None:
     assert 12 * 2 * (768 * 8 + 8 * 768) + (768 * 768 + 768 + 768 * 2 + 2) == 887_042
     architecture = load_architecture(ModelConfig(name="roberta-base", init="random"), 2)
     method = get_method(name)
-    model = method.apply(build_random_model(architecture), method.params_class())
+    model = method.apply(
+        build_random_model(architecture), method.params_class(), MethodContext(total_steps=10)
+    )
     trainable, total = count_parameters(model)
     assert trainable == STUDY_COUNTS[name]
     assert total >= 124_647_170
@@ -52,8 +54,10 @@ def _setup(model_dir: Path, data_dir: Path, tmp_path: Path, method_name: str):
         tmp_path / "cache",
     )
     set_seed(0)
-    quantize = params if method.quantized_base else None
-    model = method.apply(load_model(model_config, 2, CPU, quantize), params)
+    quantize = params if method.uses_4bit_base(params) else None
+    model = method.apply(
+        load_model(model_config, 2, CPU, quantize), params, MethodContext(total_steps=48)
+    )
     return method, params, model_config, model, data
 
 
@@ -76,12 +80,24 @@ def test_method_trains_saves_and_reloads(
         assert trainable < total / 2
 
     training = TrainingConfig(epochs=1, train_batch_size=16, max_length=64)
-    trainable_params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable_params, lr=params.learning_rate)
+    optimizer = torch.optim.AdamW(method.optimizer_groups(model, params), lr=params.learning_rate)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
     scaler = torch.amp.GradScaler("cpu", enabled=False)
     losses = [
-        train_epoch(model, optimizer, scheduler, scaler, data, training, CPU, "fp32", 0, epoch)[0]
+        train_epoch(
+            model,
+            optimizer,
+            scheduler,
+            scaler,
+            data,
+            training,
+            CPU,
+            "fp32",
+            0,
+            epoch,
+            method,
+            (epoch - 1) * 8,
+        )[0]
         for epoch in range(1, 7)
     ]
     assert all(math.isfinite(loss) for loss in losses)
@@ -89,7 +105,7 @@ def test_method_trains_saves_and_reloads(
 
     saved = tmp_path / "saved"
     model.save_pretrained(saved)
-    quantize = params if method.quantized_base else None
+    quantize = params if method.uses_4bit_base(params) else None
     reloaded = load_trained(model_config, 2, saved, CPU, quantize)
     batch = collate(data.test, list(range(8)), data.pad_token_id, None)
     batch.pop("labels")

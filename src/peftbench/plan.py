@@ -11,7 +11,7 @@ import math
 import torch
 
 from peftbench.config import ExperimentConfig
-from peftbench.methods import get_method
+from peftbench.methods import MethodContext, get_method
 from peftbench.models import architecture_for_planning, build_random_model, count_parameters
 
 DEFAULT_PLAN_LABELS = 2
@@ -25,11 +25,14 @@ def count_method_parameters(config: ExperimentConfig) -> list[dict]:
     """
     num_labels = config.data.num_labels or DEFAULT_PLAN_LABELS
     architecture, source = architecture_for_planning(config.model, num_labels)
+    training = config.training
+    steps_per_epoch = math.ceil((config.data.train_size or 1) / training.train_batch_size)
+    context = MethodContext(total_steps=steps_per_epoch * training.epochs)
     rows = []
     for entry in config.methods:
         torch.manual_seed(0)
         method = get_method(entry.method)
-        model = method.apply(build_random_model(architecture), entry.params)
+        model = method.apply(build_random_model(architecture), entry.params, context)
         trainable, total = count_parameters(model)
         rows.append(
             {

@@ -166,7 +166,7 @@ def run_experiment(config: ExperimentConfig, force: bool = False) -> ExperimentO
     """Prepare the data once, then do every run that is not already finished."""
     output_dir = config.output_path
     check_writable(output_dir)
-    if any(get_method(entry.method).quantized_base for entry in config.methods):
+    if any(get_method(e.method).uses_4bit_base(e.params) for e in config.methods):
         check_4bit_available()
     with experiment_lock(output_dir):
         (output_dir / "experiment.yaml").write_text(

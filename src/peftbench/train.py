@@ -32,7 +32,7 @@ from peftbench.measure import (
     environment,
     memory_summary,
 )
-from peftbench.methods import get_method
+from peftbench.methods import Method, MethodContext, get_method
 from peftbench.models import count_parameters, load_model
 from peftbench.results import (
     SCHEMA_VERSION,
@@ -177,8 +177,13 @@ def train_epoch(
     precision: str,
     seed: int,
     epoch: int,
+    method: Method | None = None,
+    steps_done: int = 0,
 ) -> tuple[float, int, int]:
-    """One pass over the training split: (mean loss, steps, real tokens processed)."""
+    """One pass over the training split: (mean loss, steps, real tokens processed).
+
+    `method.after_step` (if any) is called after each optimiser step with the run's step count,
+    which starts from `steps_done`."""
     model.train()
     pad_to = training.max_length if training.padding == "max_length" else None
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -211,6 +216,8 @@ def train_epoch(
             scaler.step(optimizer)
             scaler.update()
             scheduler.step()
+            if method is not None and method.after_step is not None:
+                method.after_step(model, steps_done + len(losses) + 1)
             optimizer.zero_grad(set_to_none=True)
             losses.append(loss.item())
             bar.set_postfix(loss=f"{losses[-1]:.4f}")
@@ -239,23 +246,22 @@ def execute_run(spec: RunSpec, progress: dict[str, Any]) -> RunRecord:
     method = get_method(spec.method)
     nvml = NvmlPeak(device.index or 0) if device.type == "cuda" else None
 
-    quantize = spec.params if method.quantized_base else None
+    quantize = spec.params if method.uses_4bit_base(spec.params) else None
     compute = getattr(spec.params, "compute_dtype", "auto")
     compute_dtype = DTYPES["bf16" if device.type == "cuda" else "fp32"]
     if compute != "auto":
         compute_dtype = DTYPES[compute]
+    total_steps = training.epochs * math.ceil(len(data.train) / training.train_batch_size)
     model = load_model(spec.model, data.num_labels, device, quantize, compute_dtype)
-    model = method.apply(model, spec.params)
+    model = method.apply(model, spec.params, MethodContext(total_steps=total_steps))
     trainable_params, total_params = count_parameters(model)
 
-    trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(
-        trainable,
+        method.optimizer_groups(model, spec.params),
         lr=spec.params.learning_rate,
         weight_decay=training.weight_decay,
         fused=device.type == "cuda",
     )
-    total_steps = training.epochs * math.ceil(len(data.train) / training.train_batch_size)
     scheduler = get_linear_schedule_with_warmup(
         optimizer, int(training.warmup_ratio * total_steps), total_steps
     )
@@ -269,7 +275,18 @@ def execute_run(spec: RunSpec, progress: dict[str, Any]) -> RunRecord:
         _sync(device)
         start = time.perf_counter()
         loss, steps, tokens = train_epoch(
-            model, optimizer, scheduler, scaler, data, training, device, precision, spec.seed, epoch
+            model,
+            optimizer,
+            scheduler,
+            scaler,
+            data,
+            training,
+            device,
+            precision,
+            spec.seed,
+            epoch,
+            method,
+            train_steps,
         )
         _sync(device)
         epoch_train = time.perf_counter() - start

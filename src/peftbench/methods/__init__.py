@@ -17,17 +17,41 @@ from peftbench.errors import PeftbenchError
 
 
 @dataclass(frozen=True)
+class MethodContext:
+    """What a method may need to know about the run it is applied in."""
+
+    total_steps: int  # optimiser steps the run will take (AdaLoRA's rank schedule needs it)
+
+
+@dataclass(frozen=True)
 class Method:
     name: str
     description: str
     # Dataclass of the method's hyperparameters, with documented defaults; every one of them
     # has `learning_rate`.
     params_class: type
-    # (model with a sequence-classification head, params) -> the model to train, with exactly
-    # the method's parameters left trainable.
-    apply: Callable[[nn.Module, Any], nn.Module]
+    # (model with a sequence-classification head, params, context) -> the model to train,
+    # with exactly the method's parameters left trainable.
+    apply: Callable[[nn.Module, Any, MethodContext], nn.Module]
     # True when the base weights must be loaded quantised to 4 bits (QLoRA).
     quantized_base: bool = False
+    # Optimiser parameter groups, for methods that train parts at different rates (LoRA+);
+    # None = one group of every trainable parameter at params.learning_rate.
+    param_groups: Callable[[nn.Module, Any], list[dict]] | None = None
+    # Called after every optimiser step with the 1-based step number (AdaLoRA's rank updates).
+    after_step: Callable[[nn.Module, int], None] | None = None
+
+    def uses_4bit_base(self, params: Any) -> bool:
+        """True when this run's base weights are loaded in 4-bit: always for QLoRA, and for any
+        method whose params say `base: 4bit`."""
+        return self.quantized_base or getattr(params, "base", "full") == "4bit"
+
+    def optimizer_groups(self, model: nn.Module, params: Any) -> list[dict]:
+        """The parameter groups to give the optimiser."""
+        if self.param_groups is not None:
+            return self.param_groups(model, params)
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        return [{"params": trainable, "lr": params.learning_rate}]
 
 
 def _discover() -> dict[str, Method]:

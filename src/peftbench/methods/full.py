@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from peftbench.methods import Method
+from peftbench.methods import Method, MethodContext
 
 
 @dataclass
@@ -16,7 +16,7 @@ class FullParams:
     learning_rate: float = 2e-5
 
 
-def apply(model: nn.Module, params: FullParams) -> nn.Module:
+def apply(model: nn.Module, params: FullParams, context: MethodContext) -> nn.Module:
     for parameter in model.parameters():
         parameter.requires_grad_(True)
     return model

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from peft import IA3Config, TaskType, get_peft_model
 from torch import nn
 
-from peftbench.methods import Method
+from peftbench.methods import Method, MethodContext
 from peftbench.methods._common import head_modules
 
 
@@ -31,7 +31,7 @@ class IA3Params:
             )
 
 
-def apply(model: nn.Module, params: IA3Params) -> nn.Module:
+def apply(model: nn.Module, params: IA3Params, context: MethodContext) -> nn.Module:
     config = IA3Config(
         task_type=TaskType.SEQ_CLS,
         target_modules=params.target_modules,

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from peft import LoraConfig, TaskType, get_peft_model
 from torch import nn
 
-from peftbench.methods import Method
+from peftbench.methods import Method, MethodContext
 from peftbench.methods._common import head_modules
 
 
@@ -34,7 +34,7 @@ class LoraParams:
             raise ValueError("target_modules: name at least one module, e.g. [query, value]")
 
 
-def apply(model: nn.Module, params: LoraParams) -> nn.Module:
+def apply(model: nn.Module, params: LoraParams, context: MethodContext) -> nn.Module:
     config = LoraConfig(
         task_type=TaskType.SEQ_CLS,
         r=params.r,

@@ -7,7 +7,7 @@ from typing import Literal
 
 from torch import nn
 
-from peftbench.methods import Method
+from peftbench.methods import Method, MethodContext
 from peftbench.methods.lora import LoraParams
 from peftbench.methods.lora import apply as apply_lora
 
@@ -21,9 +21,9 @@ class QLoraParams(LoraParams):
     compute_dtype: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
 
 
-def apply(model: nn.Module, params: QLoraParams) -> nn.Module:
+def apply(model: nn.Module, params: QLoraParams, context: MethodContext) -> nn.Module:
     # The 4-bit base is loaded by peftbench.models (Method.quantized_base); the adapter is LoRA.
-    return apply_lora(model, params)
+    return apply_lora(model, params, context)
 
 
 METHOD = Method(

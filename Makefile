@@ -1,0 +1,28 @@
+# The usual commands. `make test` and `make run` set everything up on a fresh machine first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+CONFIG ?= configs/imdb-minilm-cpu.yaml
+# Offline copy of the Hub datasets (here: ../shared/data/imdb); unset to use the Hub.
+export PEFTBENCH_DATA_DIR ?= $(abspath ../shared/data)
+
+.PHONY: setup run test lint
+
+$(BIN)/peftbench: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	# torch first and pinned: an unpinned torch pulls a multi-GB CUDA build.
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e ".[test]"
+	touch $@
+
+setup: $(BIN)/peftbench
+
+run: setup
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/peftbench run $(CONFIG) $(ARGS)
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+lint: setup
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
