@@ -11,6 +11,7 @@ from peftbench.errors import PeftbenchError
 
 EXIT_RUN_FAILED = 1  # some run failed or was interrupted; the others are recorded
 EXIT_BAD_INPUT = 2  # nothing was run
+EXIT_INTERRUPTED = 130  # Ctrl-C / SIGTERM: the current run is recorded as canceled
 
 
 def _load(args: argparse.Namespace):
@@ -33,6 +34,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     failed = [r["run_id"] for r in outcome.records if r["status"] != "success"]
     if failed:
         print(f"runs not successful: {', '.join(failed)} (see their record.json)", file=sys.stderr)
+    if outcome.interrupted:
+        return EXIT_INTERRUPTED
     return 0 if outcome.all_succeeded else EXIT_RUN_FAILED
 
 
@@ -68,6 +71,9 @@ def cmd_report(args: argparse.Namespace) -> int:
         Path(args.out) if args.out else None,
         formats,
         reference=args.reference,
+        resamples=args.resamples,
+        level=args.level,
+        alpha=args.alpha,
     )
     for message in result.skipped:
         print(f"skipped: {message}", file=sys.stderr)
@@ -106,6 +112,18 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument(
         "--reference", action="store_true", help="show the reference study's published numbers"
     )
+    report.add_argument(
+        "--resamples", type=int, default=1000, help="bootstrap resamples (default 1000)"
+    )
+    report.add_argument(
+        "--level", type=float, default=0.95, help="confidence level of intervals (default 0.95)"
+    )
+    report.add_argument(
+        "--alpha",
+        type=float,
+        default=0.05,
+        help="family-wise level of the Holm-corrected pairwise tests (default 0.05)",
+    )
     report.set_defaults(handler=cmd_report)
     return parser
 
@@ -122,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("peftbench: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

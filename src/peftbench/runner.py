@@ -9,6 +9,7 @@ from __future__ import annotations
 import fcntl
 import multiprocessing
 import os
+import signal
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import yaml
 
+from peftbench.checkpoints import remove_checkpoint
 from peftbench.config import ExperimentConfig, stable_hash, to_plain
 from peftbench.data import prepare_data
 from peftbench.errors import PeftbenchError
@@ -127,7 +129,11 @@ def run_in_process(spec: RunSpec) -> None:
     try:
         process.join()
     except KeyboardInterrupt:
-        # The terminal sent SIGINT to the worker too; give it time to write its record.
+        # Ctrl-C reaches the worker too (same process group); SIGTERM reached only us, so
+        # pass it on. Either way the worker records itself as canceled.
+        process.join(timeout=5)
+        if process.is_alive():
+            process.terminate()
         process.join(timeout=60)
         if process.is_alive():
             process.kill()
@@ -162,8 +168,16 @@ def write_summary(output_dir: Path, records: list[RunRecord]) -> str:
     return table
 
 
+def _interrupt_on_sigterm() -> None:
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+
+
 def run_experiment(config: ExperimentConfig, force: bool = False) -> ExperimentOutcome:
     """Prepare the data once, then do every run that is not already finished."""
+    _interrupt_on_sigterm()
     output_dir = config.output_path
     check_writable(output_dir)
     if any(get_method(e.method).uses_4bit_base(e.params) for e in config.methods):
@@ -195,6 +209,8 @@ def run_experiment(config: ExperimentConfig, force: bool = False) -> ExperimentO
                 print(f"[{number}/{len(specs)}] {spec.run_id}: finished earlier, kept", flush=True)
                 reused.append(spec.run_id)
                 continue
+            if force:
+                remove_checkpoint(Path(spec.run_dir))
             print(f"[{number}/{len(specs)}] {spec.run_id}: {spec.method}", flush=True)
             try:
                 run_in_process(spec)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import random
 import shutil
+import signal
 import time
 import traceback
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from sklearn.metrics import accuracy_score, precision_recall_fscore_support
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
+from peftbench.checkpoints import load_checkpoint, remove_checkpoint, restore, save_checkpoint
 from peftbench.config import ModelConfig, TrainingConfig, to_plain
 from peftbench.data import PreparedData, TokenizedSplit, iterate_batches, load_prepared
 from peftbench.measure import (
@@ -267,11 +269,18 @@ def execute_run(spec: RunSpec, progress: dict[str, Any]) -> RunRecord:
     )
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
 
-    epochs: list[EpochMetrics] = progress.setdefault("epochs", [])
-    train_time = eval_time = 0.0
-    train_tokens = train_steps = 0
+    run_dir = Path(spec.run_dir)
+    totals = {"train_time_s": 0.0, "eval_time_s": 0.0, "train_tokens": 0, "train_steps": 0}
     predictions: list[int] = []
-    for epoch in range(1, training.epochs + 1):
+    checkpoint = load_checkpoint(run_dir, spec.config_hash)
+    if checkpoint is not None:
+        restored = restore(checkpoint, model, optimizer, scheduler, scaler)
+        progress["epochs"], totals = restored["epochs"], restored["totals"]
+        predictions = restored["predictions"]
+        progress["resumed_from_epoch"] = len(progress["epochs"])
+        print(f"  resuming after epoch {len(progress['epochs'])} from its checkpoint", flush=True)
+    epochs: list[EpochMetrics] = progress.setdefault("epochs", [])
+    for epoch in range(len(epochs) + 1, training.epochs + 1):
         _sync(device)
         start = time.perf_counter()
         loss, steps, tokens = train_epoch(
@@ -286,7 +295,7 @@ def execute_run(spec: RunSpec, progress: dict[str, Any]) -> RunRecord:
             spec.seed,
             epoch,
             method,
-            train_steps,
+            totals["train_steps"],
         )
         _sync(device)
         epoch_train = time.perf_counter() - start
@@ -294,10 +303,10 @@ def execute_run(spec: RunSpec, progress: dict[str, Any]) -> RunRecord:
         metrics, predictions = evaluate(model, data.test, data, training, device, precision)
         _sync(device)
         epoch_eval = time.perf_counter() - start
-        train_time += epoch_train
-        eval_time += epoch_eval
-        train_tokens += tokens
-        train_steps += steps
+        totals["train_time_s"] += epoch_train
+        totals["eval_time_s"] += epoch_eval
+        totals["train_tokens"] += tokens
+        totals["train_steps"] += steps
         epochs.append(
             {
                 "epoch": epoch,
@@ -307,6 +316,15 @@ def execute_run(spec: RunSpec, progress: dict[str, Any]) -> RunRecord:
                 "eval": metrics,
             }
         )
+        save_checkpoint(
+            run_dir,
+            spec.config_hash,
+            model,
+            optimizer,
+            scheduler,
+            scaler,
+            {"epochs": epochs, "totals": totals, "predictions": predictions},
+        )
         print(
             f"  epoch {epoch}: train loss {loss:.4f}, test accuracy "
             f"{100 * metrics['accuracy']:.2f}%, train {epoch_train:.1f} s, eval {epoch_eval:.1f} s",
@@ -314,7 +332,6 @@ def execute_run(spec: RunSpec, progress: dict[str, Any]) -> RunRecord:
         )
 
     memory = memory_summary(device, nvml)
-    run_dir = Path(spec.run_dir)
     model_dir = run_dir / "model"
     model_size_mb = save_trained(model, model_dir)
     if not training.keep_model:
@@ -328,7 +345,8 @@ def execute_run(spec: RunSpec, progress: dict[str, Any]) -> RunRecord:
     write_json_atomic(run_dir / "predictions.json", prediction_record)
 
     final = epochs[-1]["eval"]
-    return {
+    train_time, eval_time = totals["train_time_s"], totals["eval_time_s"]
+    record: RunRecord = {
         "schema_version": SCHEMA_VERSION,
         "run_id": spec.run_id,
         "config_hash": spec.config_hash,
@@ -340,9 +358,10 @@ def execute_run(spec: RunSpec, progress: dict[str, Any]) -> RunRecord:
             "epochs": epochs,
             "train_time_s": train_time,
             "eval_time_s": eval_time,
-            "train_steps": train_steps,
-            "train_tokens": train_tokens,
-            "train_tokens_per_s": train_tokens / train_time if train_time else None,
+            "train_steps": totals["train_steps"],
+            "train_tokens": totals["train_tokens"],
+            "train_tokens_per_s": totals["train_tokens"] / train_time if train_time else None,
+            "resumed_from_epoch": progress.get("resumed_from_epoch"),
             "eval_examples_per_s": training.epochs * len(data.test) / eval_time
             if eval_time
             else None,
@@ -358,6 +377,7 @@ def execute_run(spec: RunSpec, progress: dict[str, Any]) -> RunRecord:
         },
         "meta_info": environment(device),
     }
+    return record
 
 
 def _run_info(spec: RunSpec, progress: dict[str, Any]) -> dict[str, Any]:
@@ -402,16 +422,29 @@ def failure_record(
     }
 
 
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
 def run_worker(spec: RunSpec) -> None:
     """Entry point of a run's own process: always leaves a record behind, whatever happens."""
+    # SIGTERM (a job scheduler, `kill`, the runner stopping us) ends the run like Ctrl-C.
+    signal.signal(signal.SIGTERM, _raise_interrupt)
     quiet_libraries()
     record_file = Path(spec.run_dir) / "record.json"
     progress: dict[str, Any] = {"started_at": now_iso()}
     try:
         record = execute_run(spec, progress)
     except KeyboardInterrupt:
+        # A second signal (the runner passing SIGTERM on after Ctrl-C) must not cut the write.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         record = failure_record(
-            spec, "canceled", "Interrupted", "interrupted by the user", progress
+            spec,
+            "canceled",
+            "Interrupted",
+            "interrupted (Ctrl-C or SIGTERM); run again to resume from the last epoch",
+            progress,
         )
         write_json_atomic(record_file, record)
         raise SystemExit(130) from None
@@ -422,3 +455,4 @@ def run_worker(spec: RunSpec) -> None:
         write_json_atomic(record_file, record)
         raise SystemExit(1) from None
     write_json_atomic(record_file, record)
+    remove_checkpoint(Path(spec.run_dir))

@@ -1,0 +1,116 @@
+"""Epoch checkpoints: everything needed to resume a run exactly where its last epoch ended.
+
+A checkpoint holds the trained parameters (only the trainable ones: an adapter and its head,
+or the whole model for full fine-tuning), the optimiser, scheduler and loss-scaler states,
+the random-number generators, and the epochs' metrics so far. It is written atomically after
+each epoch and removed when the run succeeds.
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+CHECKPOINT_DIR = "checkpoint"
+STATE_FILE = "state.pt"
+
+
+def checkpoint_file(run_dir: Path) -> Path:
+    return Path(run_dir) / CHECKPOINT_DIR / STATE_FILE
+
+
+def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The trainable parameters by name (what the run changed)."""
+    return {
+        name: parameter.detach().cpu().clone()
+        for name, parameter in model.named_parameters()
+        if parameter.requires_grad
+    }
+
+
+def rng_states() -> dict[str, Any]:
+    states = {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def restore_rng_states(states: dict[str, Any]) -> None:
+    random.setstate(states["python"])
+    np.random.set_state(states["numpy"])
+    torch.set_rng_state(states["torch"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def save_checkpoint(
+    run_dir: Path,
+    config_hash: str,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    scaler: torch.amp.GradScaler,
+    progress: dict[str, Any],
+) -> None:
+    """Write the checkpoint of a finished epoch (temporary file, then rename)."""
+    path = checkpoint_file(run_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {
+        "config_hash": config_hash,
+        "model": trainable_state(model),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "scaler": scaler.state_dict(),
+        "rng": rng_states(),
+        "progress": progress,
+    }
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)
+
+
+def load_checkpoint(run_dir: Path, config_hash: str) -> dict[str, Any] | None:
+    """The run's checkpoint, or None when there is none, it is unreadable or from another config."""
+    path = checkpoint_file(run_dir)
+    if not path.exists():
+        return None
+    try:
+        # Our own file: it holds RNG states (numpy arrays, tuples), not only tensors.
+        state = torch.load(path, weights_only=False)
+    except Exception:  # a torn or corrupt checkpoint: start the run again
+        return None
+    if state.get("config_hash") != config_hash:
+        return None
+    return state
+
+
+def restore(
+    state: dict[str, Any],
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    scaler: torch.amp.GradScaler,
+) -> dict[str, Any]:
+    """Put a checkpoint's states back; returns its progress (epochs, totals)."""
+    parameters = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, value in state["model"].items():
+            parameters[name].copy_(value.to(parameters[name].device))
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    scaler.load_state_dict(state["scaler"])
+    restore_rng_states(state["rng"])
+    return state["progress"]
+
+
+def remove_checkpoint(run_dir: Path) -> None:
+    shutil.rmtree(Path(run_dir) / CHECKPOINT_DIR, ignore_errors=True)
