@@ -20,6 +20,8 @@ from peftbench.recommend import (
     recommend,
     within_margin,
 )
+from peftbench.significance import PairComparison, SeedComparison
+from peftbench.stats import McNemar, PairedBootstrap, mcnemar_p
 
 MEM = "cuda_peak_allocated_mb"
 
@@ -196,3 +198,88 @@ def test_reference_rows_never_drive_recommendations(four: list[MethodStats]) -> 
     recs = recommend([*four, published], memory_key=MEM)
     assert next(r for r in recs if r.kind == "best").subjects == ("Full",)
     assert all("published" not in s for r in recs for s in r.subjects)
+
+
+# ----- paired tests decide where they exist -----
+
+
+def paired(a: str, b: str, *seeds: tuple[int, int, float]) -> PairComparison:
+    """A against B on 1,000 examples; each seed as (only A right, only B right, Holm p)."""
+    comparisons = []
+    for seed, (only_a, only_b, holm_p) in enumerate(seeds, 1):
+        diff = (only_a - only_b) / 1000
+        comparisons.append(
+            SeedComparison(
+                seed,
+                f"{a}-seed{seed}",
+                f"{b}-seed{seed}",
+                1000,
+                McNemar(only_a, only_b, mcnemar_p(only_a, only_b)),
+                PairedBootstrap(diff, diff - 0.01, diff + 0.01, 0.95, 0.5, 1000),
+                holm_p,
+                holm_p <= 0.05,
+            )
+        )
+    return PairComparison("exp", a, b, comparisons)
+
+
+def test_paired_tests_override_the_noise_rule(four: list[MethodStats]) -> None:
+    # Full vs LoRA: 0.5 pp, Holm p = 0.55: tied (the noise rule agrees).
+    # Full vs QLoRA: 1.0 pp, Holm p = 0.04: significant, though within binomial noise (1.98 pp).
+    # Full vs IA3: no paired test: the noise rule finds 3 pp > 2.15 pp noise, so no finding.
+    comparisons = [paired("Full", "LoRA", (15, 10, 0.55)), paired("Full", "QLoRA", (15, 5, 0.04))]
+    recs = recommend(four, memory_key=MEM, comparisons=comparisons)
+    best = recs[0]
+    assert best.kind == "best" and best.headline == "Highest accuracy, no clear lead"
+    assert "not significantly more accurate than LoRA (Holm-adjusted McNemar p = 0.5500)" in (
+        best.text
+    )
+    assert best.figures["tied_with"] == ["LoRA"]
+    findings = {r.subjects: r for r in recs if r.kind in ("noise", "significant")}
+    assert set(findings) == {("Full", "LoRA"), ("Full", "QLoRA")}
+    lora = findings[("Full", "LoRA")]
+    assert lora.headline == "Not significant" and "not significant at α = 0.05" in lora.text
+    # McNemar exact p for 15 / 10: 2 P(X <= 10 | 25, 1/2) = 0.4244
+    assert f"McNemar exact p = {mcnemar_p(15, 10):.4f}" in lora.text
+    assert mcnemar_p(15, 10) == pytest.approx(0.4244, abs=1e-4)
+    assert "Holm-adjusted p = 0.5500" in lora.text and "+0.50 pp" in lora.text
+    qlora = findings[("Full", "QLoRA")]
+    assert qlora.kind == "significant"
+    assert qlora.text.startswith("Full is more accurate than QLoRA: +1.00 pp")
+    assert "Holm-adjusted p = 0.0400" in qlora.text
+    memory = next(r for r in recs if r.kind == "cheapest" and r.subjects[0] == "QLoRA")
+    assert "The gap is significant (Holm-adjusted McNemar p = 0.0400)." in memory.text
+
+
+def test_most_accurate_only_with_a_significant_lead(four: list[MethodStats]) -> None:
+    three = four[:3]
+    comparisons = [
+        paired("Full", "LoRA", (25, 5, 0.001)),
+        paired("Full", "QLoRA", (15, 5, 0.03)),
+    ]
+    recs = recommend(three, memory_key=MEM, comparisons=comparisons)
+    assert recs[0].headline == "Most accurate" and "tied_with" not in recs[0].figures
+    findings = [r.subjects for r in recs if r.kind == "significant"]
+    assert findings == [("Full", "LoRA"), ("Full", "QLoRA")]
+    assert not any(r.kind == "noise" for r in recs)
+
+
+def test_several_seeds_must_all_be_significant(four: list[MethodStats]) -> None:
+    comparisons = [paired("Full", "LoRA", (30, 0, 0.001), (30, 0, 0.001), (5, 5, 1.0))]
+    recs = noise_warnings(four[:2], comparisons)
+    assert len(recs) == 1 and recs[0].kind == "noise"
+    assert "+2.00 pp on average over 3 seeds" in recs[0].text
+    assert "significant in 2 of 3 seeds; largest Holm-adjusted McNemar p = 1.0000" in recs[0].text
+    all_three = [paired("Full", "LoRA", (30, 0, 0.001), (30, 0, 0.001), (25, 0, 0.002))]
+    assert noise_warnings(four[:2], all_three)[0].kind == "significant"
+
+
+def test_a_reversed_significant_pair_is_no_winner(four: list[MethodStats]) -> None:
+    # Full has the higher mean over all seeds, but on the one seed both ran LoRA won clearly.
+    comparisons = [paired("LoRA", "Full", (40, 5, 0.0001))]
+    recs = recommend(four[:2], memory_key=MEM, comparisons=comparisons)
+    finding = next(r for r in recs if r.subjects == ("Full", "LoRA") and r.kind == "noise")
+    assert finding.headline == "Inconsistent across seeds"
+    assert "LoRA is significantly more accurate (+3.50 pp" in finding.text
+    assert recs[0].headline == "Highest accuracy, no clear lead"
+    assert "LoRA (significantly more accurate on the seeds both ran)" in recs[0].text

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import shutil
 import subprocess
 import xml.etree.ElementTree as ET
@@ -11,12 +12,15 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib.image
+import numpy as np
 import pytest
 from PIL import Image
 
 from peftbench.errors import PeftbenchError
 from peftbench.report import ReportResult, build_report, load_runs, memory_key, summarize
-from peftbench.results import SCHEMA_VERSION, record_path, write_json_atomic
+from peftbench.results import SCHEMA_VERSION, predictions_path, record_path, write_json_atomic
+from peftbench.significance import RunPredictions, Settings, compare_methods
+from peftbench.stats import mcnemar_p
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 PLOTS = (
@@ -184,7 +188,9 @@ def test_markdown_tables_and_recommendations(built: tuple[Path, ReportResult]) -
     assert "124,647,170" in md and "peak CUDA allocated (MB)" in md
     assert "![Accuracy vs trainable parameters](plots/accuracy_vs_trainable_params.png)" in md
     assert "| LoRA | lora-seed4 | 4 | failed | NonFiniteLoss: loss became nan at step 12 |" in md
-    assert "**Most accurate:** Full, accuracy 89.00 %" in md
+    # Without predictions files the binomial-noise rule decides: LoRA and QLoRA are within noise.
+    assert "**Highest accuracy, no clear lead:** Full, accuracy 89.00 %" in md
+    assert "not significantly more accurate than LoRA (within measurement noise)" in md
     assert "QLoRA, 2,500 MB against 7,746 MB for Full (-67.7 %)" in md
     assert "LoRA, 420.0 s against 1,140.0 s for Full" in md
     assert "seed-to-seed std: LoRA 0.50 pp" in md
@@ -197,7 +203,9 @@ def test_corrupt_and_old_schema_records_are_skipped(built: tuple[Path, ReportRes
     assert any("broken-seed1" in m and "not valid JSON" in m for m in result.skipped)
     assert any("old-seed1" in m and "schema version 0" in m for m in result.skipped)
     assert any("seed 4: failed" in m and "excluded from the means" in m for m in result.skipped)
-    assert len(result.skipped) == 3
+    missing = "no predictions file for full-seed1, ia3-seed1, lora-seed1"
+    assert any(missing in m for m in result.skipped)
+    assert len(result.skipped) == 4
     md = (out / "report.md").read_text()
     assert "## Skipped" in md and "not valid JSON" in md and "schema version 0" in md
     assert "| Old |" not in md
@@ -290,6 +298,191 @@ def test_bad_arguments_and_no_valid_records(tmp_path: Path, experiment: Path) ->
     with pytest.raises(PeftbenchError, match="no valid run record.*not valid JSON"):
         build_report([bad, tmp_path / "missing"], out_dir=tmp_path / "r")
     assert not (tmp_path / "r").exists()
+
+
+# ----- statistics from saved predictions -----
+
+N = 2000
+WRONG = {
+    "Full": set(range(220)),  # 89.0 %
+    "LoRA": set(range(210)) | set(range(1980, 2000)),  # 88.5 %: only Full right 20, only LoRA 10
+    "IA3": set(range(300)),  # 85.0 %: only Full right on 220-299 (80), only IA3 right on none
+}
+
+
+def predictions_with_errors(wrong: set[int], n: int = N) -> tuple[list[int], list[int]]:
+    """Balanced binary labels and predictions that are wrong exactly at the given indices."""
+    labels = [i % 2 for i in range(n)]
+    return labels, [1 - y if i in wrong else y for i, y in enumerate(labels)]
+
+
+def write_with_predictions(
+    out: Path, label: str, seed: int, wrong: set[int], n: int = N, **kwargs: Any
+) -> dict[str, Any]:
+    """A successful record whose accuracy matches its predictions file, both where runs go."""
+    record = make_record(label, seed, (n - len(wrong)) / n, test_size=n, **kwargs)
+    write(out, record)
+    labels, predictions = predictions_with_errors(wrong, n)
+    data = {
+        "run_id": record["run_id"],
+        "example_ids": list(range(n)),
+        "labels": labels,
+        "predictions": predictions,
+    }
+    write_json_atomic(predictions_path(out, record["run_id"]), data)
+    return record
+
+
+@pytest.fixture(scope="module")
+def tested(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, ReportResult]:
+    """Full, LoRA (0.5 pp behind, not significant) and IA3 (4 pp behind), one seed each."""
+    out = tmp_path_factory.mktemp("tested") / "exp"
+    for label, wrong in WRONG.items():
+        write_with_predictions(out, label, 1, wrong)
+    return out, build_report([out], resamples=500)
+
+
+def test_significance_table_in_markdown_html_and_csv(tested: tuple[Path, ReportResult]) -> None:
+    out, result = tested
+    # McNemar, Full vs LoRA: b = 20, c = 10, p = 2 P(X <= 10 | 30, 1/2) = 0.0987. Holm over the
+    # three comparisons: the two others are < 1e-10, so 0.0987 is the largest and stays as is.
+    assert mcnemar_p(20, 10) == pytest.approx(0.098737, abs=1e-6)
+    assert result.skipped == []
+    md = (out / "report.md").read_text()
+    assert "## Statistical significance" in md and "95 % percentile bootstrap" in md
+    assert (
+        "| A | B | seed | n test | A − B (pp) | CI (pp) | only A right / only B right "
+        "| McNemar p | Holm p | significant |"
+    ) in md
+    assert "| Full | IA3 | 1 | 2,000 | +4.00 |" in md
+    assert "| 80 / 0 | < 0.0001 | < 0.0001 | yes |" in md
+    assert "| Full | LoRA | 1 | 2,000 | +0.50 |" in md
+    assert "| 20 / 10 | 0.0987 | 0.0987 | no |" in md
+    assert "| LoRA | IA3 | 1 | 2,000 | +3.50 |" in md and "| 90 / 20 |" in md
+    full_row = next(line for line in md.splitlines() if line.startswith("| Full | 1 | full-seed1"))
+    assert "| 2,000 | 89.00 | [" in full_row
+    html = (out / "report.html").read_text()
+    assert "<th>McNemar p</th>" in html and '<td class="n">0.0987</td>' in html
+    assert '<li class="significant">' in html and '<li class="noise">' in html
+    rows = list(csv.DictReader(io.StringIO((out / "report_significance.csv").read_text())))
+    # methods in report order (run directories sorted: full, ia3, lora), A the more accurate
+    assert [(r["method_a"], r["method_b"], r["significant"]) for r in rows] == [
+        ("Full", "IA3", "True"),
+        ("Full", "LoRA", "False"),
+        ("LoRA", "IA3", "True"),
+    ]
+    assert float(rows[1]["mcnemar_p"]) == pytest.approx(0.098737, abs=1e-6)
+    assert float(rows[1]["ci_low"]) < 0 < float(rows[1]["ci_high"])
+
+
+def test_recommendations_follow_the_paired_tests(tested: tuple[Path, ReportResult]) -> None:
+    out, result = tested
+    recs = result.recommendations["imdb-roberta"]
+    best = recs[0]
+    assert best.headline == "Highest accuracy, no clear lead" and best.subjects == ("Full",)
+    assert "not significantly more accurate than LoRA (Holm-adjusted McNemar p = 0.0987)" in (
+        best.text
+    )
+    assert "95 % bootstrap CI" in best.text
+    tie = next(r for r in recs if r.subjects == ("Full", "LoRA"))
+    assert tie.kind == "noise" and "not significant at α = 0.05" in tie.text
+    assert "McNemar exact p = 0.0987" in tie.text and "+0.50 pp" in tie.text
+    win = next(r for r in recs if r.subjects == ("Full", "IA3"))
+    assert win.kind == "significant"
+    assert win.text.startswith("Full is more accurate than IA3: +4.00 pp")
+    assert "Holm-adjusted p < 0.0001" in win.text
+    md = (out / "report.md").read_text()
+    assert "**Not significant:** Full (89.00 %) and LoRA (88.50 %)" in md
+    assert "**Significant difference:** Full is more accurate than IA3" in md
+    assert "only when the paired tests find the difference significant" in md
+
+
+def test_statistics_settings_are_keywords(tmp_path: Path) -> None:
+    out = tmp_path / "exp"
+    for label, wrong in WRONG.items():
+        write_with_predictions(out, label, 1, wrong)
+    # At alpha = 0.2 the 0.5 pp gap (Holm p = 0.0987) is significant: Full leads clearly.
+    result = build_report([out], formats=("csv",), alpha=0.2, level=0.9, resamples=200)
+    recs = result.recommendations["imdb-roberta"]
+    assert recs[0].headline == "Most accurate"
+    assert "90 % bootstrap CI" in recs[0].text
+    lora = next(r for r in recs if r.subjects == ("Full", "LoRA"))
+    assert lora.kind == "significant" and "α = 0.2" in lora.text
+    for bad in ({"resamples": 0}, {"level": 1.5}, {"alpha": 0.0}):
+        with pytest.raises(PeftbenchError, match="report statistics"):
+            build_report([out], formats=("csv",), **bad)
+
+
+def test_several_seeds_are_compared_per_seed_and_combined() -> None:
+    def run(label: str, seed: int, wrong: set[int]) -> RunPredictions:
+        labels, predictions = predictions_with_errors(wrong, 1000)
+        ids, y, p = np.arange(1000), np.array(labels), np.array(predictions)
+        return RunPredictions(f"{label}-seed{seed}", seed, ids, y, p)
+
+    # A beats B clearly on seeds 1 and 2 (60 / 0 discordant) and not at all on seed 3 (5 / 5).
+    a = [run("a", s, set(range(100))) for s in (1, 2, 3)]
+    b = [run("b", s, set(range(160))) for s in (1, 2)] + [run("b", 3, set(range(5, 105)))]
+    # C has no seed in common with A or B.
+    c = [run("c", 9, set(range(100)))]
+    pairs, messages = compare_methods("exp", {"B": b, "A": a, "C": c}, Settings(resamples=200))
+    assert len(pairs) == 1 and any("no seed in common" in m for m in messages)
+    pair = pairs[0]
+    assert (pair.a, pair.b) == ("A", "B")  # A has the higher mean, whatever the input order
+    assert [(s.mcnemar.b, s.mcnemar.c) for s in pair.seeds] == [(60, 0), (60, 0), (5, 5)]
+    assert [s.significant for s in pair.seeds] == [True, True, False]
+    # Holm over three: the seed 3 p = 1 is largest, so stays 1; the others are doubled / tripled.
+    assert pair.seeds[2].holm_p == 1.0
+    assert pair.seeds[0].holm_p == pytest.approx(3 * mcnemar_p(60, 0))
+    assert pair.mean_difference == pytest.approx((0.06 + 0.06 + 0.0) / 3)
+    assert pair.significant_seeds == 2 and not pair.significant and pair.p_value == 1.0
+    assert pair.across_seeds is not None and pair.across_seeds.low < 0
+
+
+def test_bad_or_missing_predictions_never_stop_the_report(tmp_path: Path) -> None:
+    out = tmp_path / "exp"
+    for label, wrong in WRONG.items():
+        write_with_predictions(out, label, 1, wrong)
+    write_with_predictions(out, "QLoRA", 1, set(range(230)))
+    write_with_predictions(out, "Prefix", 1, set(range(240)))
+    write_with_predictions(out, "Odd", 1, set(range(250)))
+    predictions_path(out, "full-seed1").unlink()  # missing
+    predictions_path(out, "qlora-seed1").write_text('{"labels": [0, 1')  # truncated
+    write_json_atomic(predictions_path(out, "prefix-seed1"), [0, 1])  # not an object
+    odd = json.loads(predictions_path(out, "odd-seed1").read_text())
+    odd["predictions"] = odd["predictions"][:-1]  # one short
+    write_json_atomic(predictions_path(out, "odd-seed1"), odd)
+    # IA3's predictions give 85.0 %, but its record now says 86.0 %
+    record = json.loads(record_path(out, "ia3-seed1").read_text())
+    record["metrics"]["accuracy"] = 0.86
+    write_json_atomic(record_path(out, "ia3-seed1"), record)
+    result = build_report([out], formats=("md",), resamples=100)
+    skipped = "\n".join(result.skipped)
+    assert "no predictions file for full-seed1" in skipped
+    assert "qlora-seed1/predictions.json: unreadable" in skipped
+    assert "prefix-seed1/predictions.json: not a predictions object" in skipped
+    assert "odd-seed1/predictions.json: example_ids, labels, predictions have lengths" in skipped
+    assert "run ia3-seed1: its predictions give accuracy 85.00 % but its record says 86.00 %" in (
+        skipped
+    )
+    # Only LoRA has usable predictions: nothing to pair, so the binomial-noise rule decides.
+    assert result.comparisons["imdb-roberta"] == []
+    recs = result.recommendations["imdb-roberta"]
+    assert any(r.kind == "noise" and r.headline == "Within noise" for r in recs)
+    md = (out / "report.md").read_text()
+    assert "No pairwise comparison" in md and "| LoRA | 1 | lora-seed1 |" in md
+
+
+def test_runs_on_different_test_examples_are_not_paired(tmp_path: Path) -> None:
+    out = tmp_path / "exp"
+    write_with_predictions(out, "Full", 1, WRONG["Full"])
+    write_with_predictions(out, "LoRA", 1, WRONG["LoRA"])
+    data = json.loads(predictions_path(out, "lora-seed1").read_text())
+    data["example_ids"] = list(range(1, N + 1))
+    write_json_atomic(predictions_path(out, "lora-seed1"), data)
+    result = build_report([out], formats=("csv",), resamples=100)
+    assert any("did not predict the same test examples" in m for m in result.skipped)
+    assert result.comparisons["imdb-roberta"] == []
+    assert not (out / "report_significance.csv").exists()
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -1,5 +1,10 @@
 """Recommendations from the numbers: pure functions over plain figures, no I/O.
 
+Whether one method is more accurate than another is decided by the paired tests of
+`peftbench.significance` where both methods' predictions were compared, and otherwise by the
+binomial-noise rule (a gap smaller than the larger of the binomial half-width and the seed std
+counts as a tie). A method is never called better when its lead is not significant.
+
 Every figure is keyed by a `table.COLUMNS` key and read in the direction that column declares
 (`higher_is_better`), so the Pareto front and the rankings never restate which way is better.
 Accuracies are fractions in [0, 1]; a margin of 0.01 is one percentage point (pp).
@@ -12,12 +17,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from peftbench.significance import PairComparison, find_comparison, p_is
+from peftbench.stats import DEFAULT_ALPHA
 from peftbench.table import COLUMNS_BY_KEY
 
 ACCURACY = "accuracy"
 DEFAULT_MARGIN = 0.01  # one percentage point
 Z_95 = 1.96  # two-sided 95 % normal quantile
 _EPS = 1e-9  # float slack when comparing accuracies against a margin
+INCONSISTENT = "Inconsistent across seeds"  # headline: the paired tests favour the other method
 UNITS = {
     "trainable_params": "",
     "train_time_s": " s",
@@ -44,6 +52,10 @@ class MethodStats:
     group: str = ""  # experiment the method ran in
     label: str = ""  # method label within the experiment
     reference: bool = False  # published figures, not measured here
+    # Interval of the accuracy from the predictions or the seeds, and what kind it is,
+    # e.g. (0.877, 0.903) and "95 % bootstrap CI"; None where not computed.
+    accuracy_interval: tuple[float, float] | None = None
+    interval_kind: str = ""
 
 
 @dataclass(frozen=True)
@@ -146,13 +158,18 @@ def cost_label(key: str) -> str:
 
 
 def _accuracy_detail(stats: MethodStats) -> str:
-    """How sure an accuracy is: seed std or binomial interval, in words."""
+    """How sure an accuracy is: seed std, and the computed or the binomial interval, in words."""
     parts = []
     if ACCURACY in stats.std:
         parts.append(f"std {pp(stats.std[ACCURACY])} over {stats.n_seeds} seeds")
     elif stats.n_seeds == 1:
         parts.append("one seed")
-    if stats.test_size and ACCURACY in stats.mean:
+    if stats.accuracy_interval is not None:
+        low, high = stats.accuracy_interval
+        interval = f"{stats.interval_kind or 'interval'} {percent(low)} to {percent(high)}"
+        size = f", n = {stats.test_size:,} test examples" if stats.test_size else ""
+        parts.append(interval + size)
+    elif stats.test_size and ACCURACY in stats.mean:
         half = binomial_half_width(stats.mean[ACCURACY], stats.test_size)
         parts.append(f"95 % binomial interval ±{pp(half)}, n = {stats.test_size:,} test examples")
     return "; ".join(parts)
@@ -184,20 +201,47 @@ def cheapest_within(
     return by_name[ranked[0]] if ranked else None
 
 
-def _best_rec(best: MethodStats) -> Recommendation:
+def _best_rec(best: MethodStats, ties: Sequence[Recommendation]) -> Recommendation:
+    """The highest accuracy; 'Most accurate' only when no other method is tied with it."""
     accuracy = best.mean[ACCURACY]
     detail = _accuracy_detail(best)
-    return Recommendation(
-        "best",
-        "Most accurate",
-        f"{best.name}, accuracy {percent(accuracy)}" + (f" ({detail})." if detail else "."),
-        (best.name,),
-        {ACCURACY: accuracy, "n_seeds": best.n_seeds, "test_size": best.test_size},
-    )
+    text = f"{best.name}, accuracy {percent(accuracy)}" + (f" ({detail})" if detail else "")
+    figures: dict[str, Any] = {
+        ACCURACY: accuracy,
+        "n_seeds": best.n_seeds,
+        "test_size": best.test_size,
+    }
+    if not ties:
+        return Recommendation("best", "Most accurate", text + ".", (best.name,), figures)
+    reasons = [_tie_reason(t) for t in ties]
+    text += f", but not significantly more accurate than {_join(reasons)}: treat these as tied."
+    figures["tied_with"] = [t.subjects[1] for t in ties]
+    return Recommendation("best", "Highest accuracy, no clear lead", text, (best.name,), figures)
+
+
+def _tie_reason(tie: Recommendation) -> str:
+    """'LoRA (Holm-adjusted McNemar p = 0.52)' or 'LoRA (within measurement noise)'."""
+    p = tie.figures.get("p_value")
+    if tie.headline == INCONSISTENT:
+        why = "significantly more accurate on the seeds both ran"
+    elif p is not None:
+        why = f"Holm-adjusted McNemar {p_is(p)}"
+    else:
+        why = "within measurement noise"
+    return f"{tie.subjects[1]} ({why})"
+
+
+def _join(items: Sequence[str]) -> str:
+    """'a', 'a and b', 'a, b and c'."""
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"
 
 
 def _cheapest_rec(
-    stats: Sequence[MethodStats], best: MethodStats, cost_key: str, margin: float
+    stats: Sequence[MethodStats],
+    best: MethodStats,
+    cost_key: str,
+    margin: float,
+    comparisons: Sequence[PairComparison] = (),
 ) -> Recommendation | None:
     pick = cheapest_within(stats, cost_key, margin)
     if pick is None:
@@ -227,6 +271,11 @@ def _cheapest_rec(
         f"{best.name} ({percent(best.mean[ACCURACY])})."
     )
     figures["best_accuracy"] = best.mean[ACCURACY]
+    pair = find_comparison(comparisons, best.name, pick.name)
+    if pair is not None:
+        figures["p_value"] = pair.p_value
+        verdict = "is significant" if pair.significant else "is not significant"
+        text += f" The gap {verdict} (Holm-adjusted McNemar {p_is(pair.p_value)})."
     return Recommendation("cheapest", headline, text, (pick.name, best.name), figures)
 
 
@@ -253,32 +302,103 @@ def _complete(figures: Mapping[str, float], cost_key: str) -> bool:
     return figures.get(ACCURACY) is not None and figures.get(cost_key) is not None
 
 
-def noise_warnings(stats: Sequence[MethodStats]) -> list[Recommendation]:
-    """A warning for each method whose gap to the most accurate one is within measurement noise."""
+def noise_warnings(
+    stats: Sequence[MethodStats],
+    comparisons: Sequence[PairComparison] = (),
+    alpha: float = DEFAULT_ALPHA,
+) -> list[Recommendation]:
+    """For each method against the most accurate one: tied (not significant) or significantly
+    behind. Paired tests decide where a comparison exists; otherwise the binomial-noise rule,
+    which only reports ties."""
     best = most_accurate(stats)
     if best is None:
         return []
-    warnings = []
+    findings = []
     for other in stats:
         if other is best or other.mean.get(ACCURACY) is None:
             continue
-        levels = [x for x in (accuracy_noise(best), accuracy_noise(other)) if x is not None]
-        if not levels:
+        pair = find_comparison(comparisons, best.name, other.name)
+        if pair is not None:
+            findings.append(_paired_finding(best, other, pair, alpha))
             continue
-        noise = max(levels)
-        gap = best.mean[ACCURACY] - other.mean[ACCURACY]
-        if gap >= noise:
-            continue
+        noise = _noise_finding(best, other)
+        if noise is not None:
+            findings.append(noise)
+    return findings
+
+
+def _noise_finding(best: MethodStats, other: MethodStats) -> Recommendation | None:
+    """A tie when the accuracy gap is below the larger noise level of the two, else None."""
+    levels = [x for x in (accuracy_noise(best), accuracy_noise(other)) if x is not None]
+    if not levels:
+        return None
+    noise = max(levels)
+    gap = best.mean[ACCURACY] - other.mean[ACCURACY]
+    if gap >= noise:
+        return None
+    text = (
+        f"{best.name} ({percent(best.mean[ACCURACY])}) and {other.name} "
+        f"({percent(other.mean[ACCURACY])}) differ by {pp(gap)}, less than the measurement "
+        f"noise of ±{pp(noise)} ({_noise_source(best, other)}): treat them as tied."
+    )
+    figures = {"gap": gap, "noise": noise}
+    return Recommendation("noise", "Within noise", text, (best.name, other.name), figures)
+
+
+def _paired_finding(
+    best: MethodStats, other: MethodStats, pair: PairComparison, alpha: float
+) -> Recommendation:
+    """The paired tests' verdict on best against other, citing the difference and p-values."""
+    sign = 1.0 if pair.a == best.name else -1.0
+    diff = sign * pair.mean_difference
+    n = len(pair.seeds)
+    figures: dict[str, Any] = {
+        "difference": diff,
+        "p_value": pair.p_value,
+        "alpha": alpha,
+        "seeds": n,
+        "significant_seeds": pair.significant_seeds,
+    }
+    if n == 1:
+        seed = pair.seeds[0]
+        low, high = sorted((sign * seed.bootstrap.low, sign * seed.bootstrap.high))
+        figures["ci"] = (low, high)
+        measured = (
+            f"{_signed_pp(diff)} (paired bootstrap {100 * seed.bootstrap.level:g} % CI "
+            f"{_signed_pp(low)} to {_signed_pp(high)}; seed {seed.seed}, n = {seed.n:,})"
+        )
+        tests = f"McNemar exact {p_is(seed.mcnemar.p_value)}, Holm-adjusted {p_is(seed.holm_p)}"
+    else:
+        measured = f"{_signed_pp(diff)} on average over {n} seeds"
+        tests = (
+            f"significant in {pair.significant_seeds} of {n} seeds; largest Holm-adjusted "
+            f"McNemar {p_is(pair.p_value)}"
+        )
+    subjects = (best.name, other.name)
+    if pair.significant and pair.a != best.name:
         text = (
-            f"{best.name} ({percent(best.mean[ACCURACY])}) and {other.name} "
-            f"({percent(other.mean[ACCURACY])}) differ by {pp(gap)}, less than the measurement "
-            f"noise of ±{pp(noise)} ({_noise_source(best, other)}): treat them as tied."
+            f"{best.name} has the higher mean accuracy over all its seeds, but on the seeds both "
+            f"ran {other.name} is significantly more accurate ({_signed_pp(-diff)}; {tests}): "
+            "no clear winner."
         )
-        figures = {"gap": gap, "noise": noise}
-        warnings.append(
-            Recommendation("noise", "Within noise", text, (best.name, other.name), figures)
+        return Recommendation("noise", INCONSISTENT, text, subjects, figures)
+    if pair.significant:
+        text = (
+            f"{best.name} is more accurate than {other.name}: {measured}, significant at "
+            f"α = {alpha:g} ({tests})."
         )
-    return warnings
+        return Recommendation("significant", "Significant difference", text, subjects, figures)
+    text = (
+        f"{best.name} ({percent(best.mean[ACCURACY])}) and {other.name} "
+        f"({percent(other.mean[ACCURACY])}): difference {measured}, not significant at "
+        f"α = {alpha:g} ({tests}): treat them as tied."
+    )
+    return Recommendation("noise", "Not significant", text, subjects, figures)
+
+
+def _signed_pp(fraction: float) -> str:
+    """A signed difference in percentage points, e.g. '+0.50 pp'."""
+    return f"{100 * fraction:+.2f} pp"
 
 
 def _noise_source(*stats: MethodStats) -> str:
@@ -319,22 +439,29 @@ def recommend(
     stats: Sequence[MethodStats],
     margin: float = DEFAULT_MARGIN,
     memory_key: str = "cuda_peak_allocated_mb",
+    comparisons: Sequence[PairComparison] = (),
+    alpha: float = DEFAULT_ALPHA,
 ) -> list[Recommendation]:
-    """All findings for the methods of one experiment: best, cheapest, Pareto, warnings."""
+    """All findings for the methods of one experiment: best, cheapest, Pareto, warnings.
+
+    `comparisons` are the experiment's paired tests (method names = their labels); pairs
+    without one fall back to the binomial-noise rule.
+    """
     measured = [s for s in stats if not s.reference]
     recs: list[Recommendation] = []
     best = most_accurate(measured)
     if best is not None:
-        recs.append(_best_rec(best))
+        findings = noise_warnings(measured, comparisons, alpha)
+        recs.append(_best_rec(best, [f for f in findings if f.kind == "noise"]))
         for cost_key in (memory_key, "train_time_s", "model_size_mb"):
-            rec = _cheapest_rec(measured, best, cost_key, margin)
+            rec = _cheapest_rec(measured, best, cost_key, margin, comparisons)
             if rec is not None:
                 recs.append(rec)
         for cost_key in ("trainable_params", memory_key, "train_time_s"):
             rec = _pareto_rec(measured, cost_key)
             if rec is not None:
                 recs.append(rec)
-        recs.extend(noise_warnings(measured))
+        recs.extend(findings)
     recs.extend(failure_warnings(measured))
     scored = [s for s in measured if ACCURACY in s.mean]
     if scored and all(s.n_seeds == 1 for s in scored):

@@ -3,6 +3,9 @@
 `build_report` reads every record under each directory (skipping, with a message, what it
 cannot use), averages each method's successful seeds, draws the figures, works out the
 recommendations and writes a Markdown report, a self-contained HTML report and CSV files.
+Where runs saved their test-set predictions, it also computes bootstrap intervals and paired
+significance tests between methods (`peftbench.significance`), and the recommendations call a
+method more accurate only when that difference is significant.
 """
 
 from __future__ import annotations
@@ -31,6 +34,17 @@ from peftbench.recommend import (
     recommend,
 )
 from peftbench.results import RUNS_DIR, RunRecord, load_records
+from peftbench.significance import (
+    PairComparison,
+    Settings,
+    Statistics,
+    comparison_rows,
+    describe,
+    interval_rows,
+    run_statistics,
+    significance_csv,
+)
+from peftbench.stats import DEFAULT_ALPHA, DEFAULT_LEVEL, DEFAULT_RESAMPLES
 from peftbench.table import COLUMNS, COLUMNS_BY_KEY, Column, visible_columns
 
 FORMATS = ("md", "html", "csv")
@@ -39,6 +53,7 @@ NUMBER = re.compile(r"^(—|[-+]?[\d,.]+( ± [\d,.]+)?)$")  # cells right-aligne
 PLOTS_DIR = "plots"
 MD_FILE, HTML_FILE = "report.md", "report.html"
 RUNS_CSV, SUMMARY_CSV = "report_runs.csv", "report_summary.csv"
+SIGNIFICANCE_CSV = "report_significance.csv"
 FIGURES = [c for c in COLUMNS if c.higher_is_better is not None]
 PUBLISHED_MEMORY = Column(
     PUBLISHED_MEMORY_KEY,
@@ -55,6 +70,7 @@ class ReportResult:
     files: list[Path] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     recommendations: dict[str, list[Recommendation]] = field(default_factory=dict)
+    comparisons: dict[str, list[PairComparison]] = field(default_factory=dict)  # by experiment
 
 
 @dataclass
@@ -173,6 +189,25 @@ def summarize(runs: Sequence[Run]) -> list[MethodStats]:
         entry.test_size = next((int(n) for n in sizes if n), None)
         stats.append(entry)
     return stats
+
+
+def with_intervals(stats: Sequence[MethodStats], statistics: Statistics) -> list[MethodStats]:
+    """Each method with its accuracy interval: t over seeds, or the one run's bootstrap CI."""
+    found = {(m.group, m.label): m for m in statistics.intervals}
+    level = f"{100 * statistics.settings.level:g} %"
+    result = []
+    for s in stats:
+        m = found.get((s.group, s.label))
+        across = m.across_seeds.get("accuracy") if m else None
+        if across is not None:
+            kind = f"{level} t interval over {s.n_seeds} seeds"
+            s = replace(s, accuracy_interval=(across.low, across.high), interval_kind=kind)
+        elif m and s.n_seeds == 1 and len(m.runs) == 1:
+            run = m.runs[0].intervals["accuracy"]
+            kind = f"{level} bootstrap CI"
+            s = replace(s, accuracy_interval=(run.low, run.high), interval_kind=kind)
+        result.append(s)
+    return result
 
 
 def learning_curves(runs: Sequence[Run], stats: Sequence[MethodStats]) -> list[LearningCurve]:
@@ -329,6 +364,45 @@ def runs_table(runs: Sequence[Run]) -> Table:
     return table
 
 
+def statistics_blocks(statistics: Statistics, several: bool) -> list[Block]:
+    """The significance section: how it is computed, interval table, pairwise table."""
+    blocks: list[Block] = [
+        ("h2", "Statistical significance"),
+        ("p", describe(statistics.settings)),
+    ]
+    if statistics.messages:
+        blocks.append(("warn", list(statistics.messages)))
+    blocks.append(("h3", "Confidence intervals"))
+    headers, rows = interval_rows(statistics.intervals, several)
+    if rows:
+        blocks.append(("table", Table(headers, rows)))
+    else:
+        blocks.append(("p", "No interval: no run saved predictions, no method has two seeds."))
+    one_seed = [
+        f"{m.group} / {m.label}" if several else m.label
+        for m in statistics.intervals
+        if m.n_seeds == 1
+    ]
+    if one_seed:
+        blocks.append(
+            ("p", f"One successful seed, so no across-seed interval: {', '.join(one_seed)}.")
+        )
+    blocks.append(("h3", "Pairwise comparisons"))
+    pairs = [pair for group in statistics.comparisons.values() for pair in group]
+    if pairs:
+        headers, rows = comparison_rows(pairs, several)
+        blocks.append(("table", Table(headers, rows)))
+    else:
+        blocks.append(
+            (
+                "p",
+                "No pairwise comparison: it needs the saved predictions of two methods run "
+                "with the same seed.",
+            )
+        )
+    return blocks
+
+
 def _flat(value: Any) -> str:
     """A metadata value on one line: dicts as 'k=v, …'."""
     if isinstance(value, dict):
@@ -375,6 +449,7 @@ def document(
     excluded: Sequence[str],
     run_dirs: Sequence[Path],
     margin: float,
+    statistics: Statistics | None = None,
 ) -> list[Block]:
     """The report's content, independent of the output format."""
     done = sum(run.ok for run in runs)
@@ -410,12 +485,19 @@ def document(
     failed = failures_table(runs)
     if failed:
         blocks += [("h3", "Failed and canceled runs"), ("table", failed)]
+    several = len({s.group for s in stats if not s.reference}) > 1
+    if statistics is not None:
+        blocks += statistics_blocks(statistics, several)
+    alpha = (statistics.settings if statistics else Settings()).alpha
     blocks += [
         ("h2", "Recommendations"),
         (
             "p",
             f"Worked out from the measured figures above; “within the margin” means at "
-            f"most {pp(margin)} below the best accuracy.",
+            f"most {pp(margin)} below the best accuracy. A method is called more accurate "
+            f"than another only when the paired tests find the difference significant "
+            f"(Holm-adjusted McNemar p ≤ {alpha:g}), or, for methods without saved "
+            f"predictions, when the gap exceeds the measurement noise.",
         ),
     ]
     for group, items in recs.items():
@@ -492,7 +574,8 @@ th{background:#e8eef5;white-space:normal;vertical-align:bottom}td.n{text-align:r
 tr:nth-child(even) td{background:#f6f8fb}tr.published td{background:#fff6dd;font-style:italic}
 tr.failed td{background:#fde8e8;color:#8a1c1c}
 .warn{background:#fff3cd;border-left:5px solid #e0a800;padding:.5rem 1rem}
-li.noise,li.failure{color:#8a5300}figure{margin:1.2rem 0}img{max-width:100%;
+li.noise,li.failure{color:#8a5300}li.significant{color:#1b5e20}
+figure{margin:1.2rem 0}img{max-width:100%;
 border:1px solid #dde3ea}figcaption{font-size:.85rem;color:#4a5560}
 pre{background:#f3f5f8;padding:.7rem;overflow-x:auto;font-size:.8rem}
 """
@@ -625,10 +708,20 @@ def build_report(
     formats: tuple[str, ...] = FORMATS,
     reference: bool = False,
     margin: float = DEFAULT_MARGIN,
+    *,
+    resamples: int = DEFAULT_RESAMPLES,
+    level: float = DEFAULT_LEVEL,
+    alpha: float = DEFAULT_ALPHA,
 ) -> ReportResult:
     """Write the report of the run dirs into out_dir (default: the one run dir); raise
-    PeftbenchError for an unknown format, a missing out_dir, or no valid record at all."""
+    PeftbenchError for an unknown format, bad statistics settings, a missing out_dir, or no
+    valid record at all. `resamples` and `level` set the bootstrap intervals, `alpha` the
+    family-wise level of the Holm-corrected pairwise tests."""
     wanted = _formats(formats)
+    try:
+        settings = Settings(resamples=resamples, level=level, alpha=alpha)
+    except ValueError as exc:
+        raise PeftbenchError(f"report statistics: {exc}") from exc
     run_dirs = [Path(d) for d in run_dirs]
     if not run_dirs:
         raise PeftbenchError("no run directory given: name at least one output directory")
@@ -646,7 +739,8 @@ def build_report(
     excluded = [
         f"{r.group} / {r.label}, {_failure(r)}: excluded from the means" for r in runs if not r.ok
     ]
-    stats = summarize(runs)
+    statistics = run_statistics(runs, settings)
+    stats = with_intervals(summarize(runs), statistics)
     groups = list(dict.fromkeys(s.group for s in stats))
     mem = {group: memory_key([run for run in runs if run.group == group]) for group in groups}
     recs = {
@@ -654,24 +748,34 @@ def build_report(
             [replace(s, name=s.label) for s in stats if s.group == group],
             margin,
             mem[group] or "peak_rss_mb",
+            statistics.comparisons.get(group, []),
+            alpha,
         )
         for group in groups
     }
     shown = stats + (load_reference() if reference else [])
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    result = ReportResult(skipped=unreadable + excluded, recommendations=recs)
+    result = ReportResult(
+        skipped=unreadable + excluded + statistics.messages,
+        recommendations=recs,
+        comparisons=statistics.comparisons,
+    )
     plots: list[Plot] = []
     notes: list[str] = []
     if "md" in wanted or "html" in wanted:
         plots, notes = make_plots(shown, learning_curves(runs, stats), mem, out_dir / PLOTS_DIR)
         result.files += [p for plot in plots for p in (plot.png, plot.svg)]
-    blocks = document(runs, shown, recs, plots, notes, unreadable, excluded, run_dirs, margin)
+    blocks = document(
+        runs, shown, recs, plots, notes, unreadable, excluded, run_dirs, margin, statistics
+    )
     outputs = {
         "md": [(MD_FILE, lambda: render_md(blocks, out_dir))],
         "html": [(HTML_FILE, lambda: render_html(blocks))],
         "csv": [(RUNS_CSV, lambda: runs_csv(runs)), (SUMMARY_CSV, lambda: summary_csv(shown))],
     }
+    if any(statistics.comparisons.values()):
+        outputs["csv"].append((SIGNIFICANCE_CSV, lambda: significance_csv(statistics)))
     for fmt in wanted:
         for name, render in outputs[fmt]:
             (out_dir / name).write_text(render(), encoding="utf-8")
