@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import random
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,8 @@ import pytest
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ.pop("PEFTBENCH_DATA_DIR", None)
+# The measured peak FLOP/s cache: per test session, never the user's.
+os.environ["PEFTBENCH_CACHE_DIR"] = tempfile.mkdtemp(prefix="peftbench-cache-")
 
 REPO = Path(__file__).resolve().parent.parent
 FILLER = (

@@ -73,7 +73,23 @@ class TrainingConfig:
     # max_length, as the reference study did. Both give the same predictions.
     padding: Literal["dynamic", "max_length"] = "dynamic"
     # Batch training examples of similar length together (seeded), to waste less on padding.
-    group_by_length: bool = False
+    group_by_length: bool = True
+    # Evaluate in batches sorted by length (predictions are put back in order).
+    sort_eval_by_length: bool = True
+    # "reference" reproduces the study's pipeline to measure against: every example padded to
+    # max_length, fp32, no length grouping, no sorting, no compilation. It overrides the
+    # fields above.
+    pipeline: Literal["default", "reference"] = "default"
+    # The optimiser step still sees train_batch_size examples; each forward/backward sees
+    # train_batch_size / gradient_accumulation_steps of them (less activation memory).
+    gradient_accumulation_steps: int = 1
+    # Recompute activations in the backward pass instead of storing them (less memory, ~30%
+    # more compute).
+    gradient_checkpointing: bool = False
+    # torch.compile the model (dynamic shapes); the first steps are slower while it compiles.
+    compile: bool = False
+    # Attention kernel: PyTorch's scaled_dot_product_attention, or the eager reference code.
+    attention: Literal["sdpa", "eager"] = "sdpa"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     # Threads for CPU math; null leaves PyTorch's default (one per core).
     num_threads: int | None = None
@@ -230,6 +246,12 @@ def _validate_numbers(config: ExperimentConfig) -> None:
     _positive(t.num_threads, "training.num_threads", allow_none=True)
     if not 0.0 <= t.warmup_ratio < 1.0:
         raise ConfigError(f"training.warmup_ratio: must be in [0, 1), got {t.warmup_ratio}")
+    _positive(t.gradient_accumulation_steps, "training.gradient_accumulation_steps")
+    if t.gradient_accumulation_steps > t.train_batch_size:
+        raise ConfigError(
+            f"training.gradient_accumulation_steps ({t.gradient_accumulation_steps}) cannot "
+            f"exceed training.train_batch_size ({t.train_batch_size})"
+        )
     if t.weight_decay < 0 or t.max_grad_norm <= 0:
         raise ConfigError("training.weight_decay must be >= 0 and training.max_grad_norm > 0")
     _positive(config.data.train_size, "data.train_size", allow_none=True)
@@ -270,7 +292,21 @@ def parse_config(raw: dict) -> ExperimentConfig:
     config = from_dict(ExperimentConfig, {**raw, "methods": []}, "config")
     config.methods = methods
     _validate_numbers(config)
+    if config.training.pipeline == "reference":
+        config.training = reference_pipeline(config.training)
     return config
+
+
+def reference_pipeline(training: TrainingConfig) -> TrainingConfig:
+    """The reference study's way of training: padded to max length, fp32, nothing grouped."""
+    return dataclasses.replace(
+        training,
+        padding="max_length",
+        precision="fp32",
+        group_by_length=False,
+        sort_eval_by_length=False,
+        compile=False,
+    )
 
 
 def load_raw(path: Path | str, overrides: list[str] = ()) -> dict:

@@ -11,7 +11,6 @@ import json
 import os
 import random
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -399,17 +398,3 @@ def collate(
         attention_mask[row, : len(sequence)] = 1
     labels = torch.tensor([split.labels[i] for i in indices], dtype=torch.long)
     return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
-
-
-def iterate_batches(
-    split: TokenizedSplit,
-    batch_size: int,
-    pad_token_id: int,
-    pad_to: int | None,
-    seed: int | None,
-    group_by_length: bool,
-) -> Iterator[tuple[list[int], dict[str, torch.Tensor]]]:
-    """(indices, batch) pairs over a whole split."""
-    lengths = [len(ids) for ids in split.input_ids]
-    for indices in batch_order(lengths, batch_size, seed, group_by_length):
-        yield indices, collate(split, indices, pad_token_id, pad_to)

@@ -111,9 +111,9 @@ def load_tokenizer(model: ModelConfig) -> Any:
         raise _not_available("tokenizer", name, exc) from exc
 
 
-def build_random_model(config: PretrainedConfig) -> nn.Module:
+def build_random_model(config: PretrainedConfig, attention: str = "sdpa") -> nn.Module:
     """A sequence-classification model with fresh weights (seed the RNG first to repeat it)."""
-    return AutoModelForSequenceClassification.from_config(config)
+    return AutoModelForSequenceClassification.from_config(config, attn_implementation=attention)
 
 
 def check_4bit_available() -> None:
@@ -157,15 +157,19 @@ def load_model(
     device: torch.device,
     quantize: Any = None,
     compute_dtype: torch.dtype = torch.float32,
+    attention: str = "sdpa",
 ) -> nn.Module:
     """The base classification model on `device`; `quantize` (QLoRA params) loads it in 4-bit."""
     config = load_architecture(model, num_labels)
     if quantize is None:
         if model.init == "random":
-            return build_random_model(config).to(device)
+            return build_random_model(config, attention).to(device)
         try:
             loaded = AutoModelForSequenceClassification.from_pretrained(
-                resolve_name(model.name), config=config, revision=model.revision
+                resolve_name(model.name),
+                config=config,
+                revision=model.revision,
+                attn_implementation=attention,
             )
         except OSError as exc:
             raise _not_available("model", model.name, exc) from exc
@@ -177,11 +181,12 @@ def load_model(
         source = resolve_name(model.name)
         if model.init == "random":
             # bitsandbytes quantises while loading weights, so random weights go via disk.
-            build_random_model(config).save_pretrained(scratch)
+            build_random_model(config, attention).save_pretrained(scratch)
             source = scratch
         loaded = AutoModelForSequenceClassification.from_pretrained(
             source,
             config=config,
+            attn_implementation=attention,
             quantization_config=quantization,
             device_map={"": device},
             revision=None if model.init == "random" else model.revision,
@@ -219,5 +224,7 @@ def load_trained(
         return AutoModelForSequenceClassification.from_pretrained(saved_dir).to(device)
     from peft import PeftModel
 
+    from peftbench.methods._common import prepare_base_for_adapter
+
     base = load_model(model, num_labels, device, quantize, compute_dtype)
-    return PeftModel.from_pretrained(base, saved_dir)
+    return PeftModel.from_pretrained(prepare_base_for_adapter(base, saved_dir), saved_dir)

@@ -26,7 +26,8 @@ from transformers import get_linear_schedule_with_warmup
 
 from peftbench.checkpoints import load_checkpoint, remove_checkpoint, restore, save_checkpoint
 from peftbench.config import ModelConfig, TrainingConfig, to_plain
-from peftbench.data import PreparedData, TokenizedSplit, iterate_batches, load_prepared
+from peftbench.data import PreparedData, TokenizedSplit, batch_order, collate, load_prepared
+from peftbench.flops import flops_summary, model_shape, peak_flops
 from peftbench.measure import (
     NvmlPeak,
     cpu_has_native_bf16,
@@ -150,13 +151,12 @@ def evaluate(
     predictions = [0] * len(split)
     total_loss = 0.0
     pad_to = training.max_length if training.padding == "max_length" else None
+    lengths = [len(ids) for ids in split.input_ids]
     # Sorted by length (no shuffle) so that each batch pads as little as possible.
-    batches = iterate_batches(
-        split, training.eval_batch_size, data.pad_token_id, pad_to, None, group_by_length=True
-    )
+    order = batch_order(lengths, training.eval_batch_size, None, training.sort_eval_by_length)
     with torch.no_grad(), tqdm(total=len(split), desc="  evaluating", unit="ex") as bar:
-        for indices, batch in batches:
-            batch = {k: v.to(device) for k, v in batch.items()}
+        for indices in order:
+            batch = _to(collate(split, indices, data.pad_token_id, pad_to), device)
             with _autocast(device, precision):
                 output = model(**batch)
             total_loss += output.loss.float().item() * len(indices)
@@ -166,6 +166,16 @@ def evaluate(
     metrics = classification_metrics(split.labels, predictions)
     metrics["loss"] = total_loss / len(split)
     return metrics, predictions
+
+
+def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {key: value.to(device, non_blocking=True) for key, value in batch.items()}
+
+
+def micro_batches(indices: list[int], accumulation_steps: int) -> list[list[int]]:
+    """Split one optimiser step's examples into `accumulation_steps` near-equal parts."""
+    size = math.ceil(len(indices) / accumulation_steps)
+    return [indices[i : i + size] for i in range(0, len(indices), size)]
 
 
 def train_epoch(
@@ -189,30 +199,30 @@ def train_epoch(
     model.train()
     pad_to = training.max_length if training.padding == "max_length" else None
     trainable = [p for p in model.parameters() if p.requires_grad]
+    lengths = [len(ids) for ids in data.train.input_ids]
     losses: list[float] = []
     tokens = 0
     # A different, seeded order each epoch: repeatable, and the same for every method.
-    batches = iterate_batches(
-        data.train,
-        training.train_batch_size,
-        data.pad_token_id,
-        pad_to,
-        seed * 1000 + epoch,
-        training.group_by_length,
+    order = batch_order(
+        lengths, training.train_batch_size, seed * 1000 + epoch, training.group_by_length
     )
-    steps = math.ceil(len(data.train) / training.train_batch_size)
-    with tqdm(total=steps, desc=f"  epoch {epoch} training", unit="step") as bar:
-        for _, batch in batches:
-            tokens += int(batch["attention_mask"].sum())
-            batch = {k: v.to(device) for k, v in batch.items()}
-            with _autocast(device, precision):
-                loss = model(**batch).loss
-            if not torch.isfinite(loss):
-                raise NonFiniteLoss(
-                    f"training loss became {loss.item()} at epoch {epoch}, step {len(losses) + 1}"
-                    " (try a lower learning rate, or precision: fp32)"
-                )
-            scaler.scale(loss).backward()
+    with tqdm(total=len(order), desc=f"  epoch {epoch} training", unit="step") as bar:
+        for indices in order:
+            step_loss = 0.0
+            for part in micro_batches(indices, training.gradient_accumulation_steps):
+                batch = collate(data.train, part, data.pad_token_id, pad_to)
+                tokens += int(batch["attention_mask"].sum())
+                with _autocast(device, precision):
+                    loss = model(**_to(batch, device)).loss
+                if not torch.isfinite(loss):
+                    raise NonFiniteLoss(
+                        f"training loss became {loss.item()} at epoch {epoch}, step "
+                        f"{len(losses) + 1} (try a lower learning rate, or precision: fp32)"
+                    )
+                # Weighted so that the step's gradient is that of the whole batch's mean loss.
+                share = len(part) / len(indices)
+                scaler.scale(loss * share).backward()
+                step_loss += loss.item() * share
             scaler.unscale_(optimizer)
             torch.nn.utils.clip_grad_norm_(trainable, training.max_grad_norm)
             scaler.step(optimizer)
@@ -221,8 +231,8 @@ def train_epoch(
             if method is not None and method.after_step is not None:
                 method.after_step(model, steps_done + len(losses) + 1)
             optimizer.zero_grad(set_to_none=True)
-            losses.append(loss.item())
-            bar.set_postfix(loss=f"{losses[-1]:.4f}")
+            losses.append(step_loss)
+            bar.set_postfix(loss=f"{step_loss:.4f}")
             bar.update(1)
     return sum(losses) / len(losses), len(losses), tokens
 
@@ -243,6 +253,9 @@ def execute_run(spec: RunSpec, progress: dict[str, Any]) -> RunRecord:
     set_seed(spec.seed)
     device = pick_device(training.device)
     precision = pick_precision(training.precision, device)
+    # Measured once per machine and cached; done before the model loads and before NVML
+    # sampling starts, so the micro-benchmark stays out of the run's peak memory.
+    peak = peak_flops(device, DTYPES[precision])
     data = load_prepared(Path(spec.data_cache))
     progress["data_info"] = data.info
     method = get_method(spec.method)
@@ -254,8 +267,15 @@ def execute_run(spec: RunSpec, progress: dict[str, Any]) -> RunRecord:
     if compute != "auto":
         compute_dtype = DTYPES[compute]
     total_steps = training.epochs * math.ceil(len(data.train) / training.train_batch_size)
-    model = load_model(spec.model, data.num_labels, device, quantize, compute_dtype)
+    model = load_model(
+        spec.model, data.num_labels, device, quantize, compute_dtype, training.attention
+    )
+    if training.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model = method.apply(model, spec.params, MethodContext(total_steps=total_steps))
+    flop_shape = model_shape(model)
+    # Compiled or not, `model` is what gets saved; `forward_model` is what runs.
+    forward_model = torch.compile(model, dynamic=True) if training.compile else model
     trainable_params, total_params = count_parameters(model)
 
     optimizer = torch.optim.AdamW(
@@ -284,7 +304,7 @@ def execute_run(spec: RunSpec, progress: dict[str, Any]) -> RunRecord:
         _sync(device)
         start = time.perf_counter()
         loss, steps, tokens = train_epoch(
-            model,
+            forward_model,
             optimizer,
             scheduler,
             scaler,
@@ -300,7 +320,7 @@ def execute_run(spec: RunSpec, progress: dict[str, Any]) -> RunRecord:
         _sync(device)
         epoch_train = time.perf_counter() - start
         start = time.perf_counter()
-        metrics, predictions = evaluate(model, data.test, data, training, device, precision)
+        metrics, predictions = evaluate(forward_model, data.test, data, training, device, precision)
         _sync(device)
         epoch_eval = time.perf_counter() - start
         totals["train_time_s"] += epoch_train
@@ -366,6 +386,15 @@ def execute_run(spec: RunSpec, progress: dict[str, Any]) -> RunRecord:
             if eval_time
             else None,
             "precision": precision,
+            "flops": flops_summary(
+                flop_shape,
+                [len(ids) for ids in data.train.input_ids],
+                len(epochs),
+                [len(ids) for ids in data.test.input_ids],
+                train_time,
+                peak,
+                eval_time,
+            ),
         },
         "metrics": dict(final),
         "measurements": {

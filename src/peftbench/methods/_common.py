@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
 from torch import nn
+
+from peftbench.errors import PeftbenchError
 
 
 def head_modules(model: nn.Module, requested: list[str] | None) -> list[str]:
@@ -26,3 +33,106 @@ def head_modules(model: nn.Module, requested: list[str] | None) -> list[str]:
 def freeze_all(model: nn.Module) -> None:
     for parameter in model.parameters():
         parameter.requires_grad_(False)
+
+
+def modules_named(model: nn.Module, names: list[str]) -> list[nn.Module]:
+    """The modules whose qualified name is one of `names` or ends with ".<name>" (PEFT's rule)."""
+    found = [
+        module
+        for qualified, module in model.named_modules()
+        if any(qualified == name or qualified.endswith(f".{name}") for name in names)
+    ]
+    if not found:
+        raise ValueError(f"no module named {', '.join(names)} in {type(model).__name__}")
+    return found
+
+
+def train_head(model: nn.Module, requested: list[str] | None) -> None:
+    """Make the classification head (see head_modules) trainable in full."""
+    for module in modules_named(model, head_modules(model, requested)):
+        for parameter in module.parameters():
+            parameter.requires_grad_(True)
+
+
+@dataclass
+class QuantizedBaseParams:
+    """Settings for running a method on a 4-bit base, read by peftbench.models.load_model.
+
+    Mixed into the params of each method that PEFT can put on bitsandbytes 4-bit layers, after
+    the method's own fields: `class DoraParams(QuantizedBaseParams, LoraParams)`.
+    """
+
+    # "4bit" loads the frozen base weights in 4-bit (as QLoRA does) and trains the method on top.
+    base: Literal["full", "4bit"] = "full"
+    # The QLoRA paper's storage type and double quantisation of the scales (Dettmers et al. 2023).
+    quant_type: Literal["nf4", "fp4"] = "nf4"
+    double_quant: bool = True
+    # Dtype of the de-quantised matmuls; "auto" = bf16 on CUDA, fp32 on CPU.
+    compute_dtype: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+
+
+def position_limit(model: nn.Module) -> int | None:
+    """How many tokens the model's position embeddings hold (None if it has none)."""
+    config = getattr(model, "config", None)
+    positions = getattr(config, "max_position_embeddings", None)
+    if positions is None:
+        return None
+    # RoBERTa-style embeddings number positions from padding_idx + 1 (2 for roberta-base: 514
+    # position embeddings hold 512 tokens).
+    embeddings = getattr(getattr(model, "base_model", None), "embeddings", None)
+    if hasattr(embeddings, "create_position_ids_from_input_ids"):
+        positions -= embeddings.padding_idx + 1
+    return positions
+
+
+def prepare_base_for_adapter(model: nn.Module, saved_dir: Path) -> nn.Module:
+    """What a fresh base model needs before a saved adapter is loaded onto it.
+
+    Prefix tuning needs a forward that accepts `past_key_values` (see methods/prefix_tuning.py);
+    every other adapter loads onto the plain model.
+    """
+    config = json.loads((Path(saved_dir) / "adapter_config.json").read_text())
+    if config.get("peft_type") == "PREFIX_TUNING":
+        from peftbench.methods.prefix_tuning import accept_past_key_values
+
+        accept_past_key_values(model)
+    return model
+
+
+def lora_variant(model: nn.Module, params: Any, **variant: Any) -> nn.Module:
+    """LoRA as methods/lora.py builds it from LoraParams, plus a variant's flags (use_dora=...)."""
+    from peft import LoraConfig, TaskType, get_peft_model
+
+    config = LoraConfig(
+        task_type=TaskType.SEQ_CLS,
+        r=params.r,
+        lora_alpha=params.alpha,
+        lora_dropout=params.dropout,
+        target_modules=list(params.target_modules),
+        modules_to_save=head_modules(model, params.modules_to_save),
+        **variant,
+    )
+    return get_peft_model(model, config)
+
+
+def guard_prompt_length(model: nn.Module, virtual_tokens: int, method: str) -> None:
+    """Fail clearly when virtual tokens + text overflow the model's position embeddings.
+
+    Prompt tuning and P-tuning prepend their virtual tokens to the input, so they occupy
+    positions: with 20 of them roberta-base holds 492 text tokens, not 512. Without this check
+    the overflow surfaces as an index error deep inside the embeddings.
+    """
+    limit = position_limit(model)
+    if limit is None:
+        return
+
+    def check(module: nn.Module, args: tuple, kwargs: dict) -> None:
+        embeds = kwargs.get("inputs_embeds")
+        if embeds is not None and embeds.shape[1] > limit:
+            raise PeftbenchError(
+                f"{method}: {virtual_tokens} virtual tokens + {embeds.shape[1] - virtual_tokens} "
+                f"text tokens exceed the model's {limit} positions; set training.max_length to "
+                f"at most {limit - virtual_tokens} (or use fewer num_virtual_tokens)"
+            )
+
+    model.register_forward_pre_hook(check, with_kwargs=True)

@@ -1,0 +1,40 @@
+"""BitFit: train only the bias terms (and the classification head) (Ben Zaken et al. 2022,
+"BitFit: Simple Parameter-efficient Fine-tuning for Transformer-based Masked Language-models")."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import nn
+
+from peftbench.methods import Method, MethodContext
+from peftbench.methods._common import freeze_all, train_head
+
+
+@dataclass
+class BitFitParams:
+    # The BitFit paper sweeps 1e-4..1e-3 on BERT GLUE (Ben Zaken et al. 2022); 5e-4 is
+    # inside that range and equal to LoRA's rate.
+    learning_rate: float = 5e-4
+    # Modules trained in full next to the biases; null = the classification head (and the
+    # pooler of BERT-family models), see methods/_common.py.
+    modules_to_save: list[str] | None = None
+
+
+def apply(model: nn.Module, params: BitFitParams, context: MethodContext) -> nn.Module:
+    # Every bias: attention and feed-forward projections and LayerNorms. No PEFT wrapper, so the
+    # run saves the whole model.
+    freeze_all(model)
+    for name, parameter in model.named_parameters():
+        if name.rsplit(".", 1)[-1] == "bias":
+            parameter.requires_grad_(True)
+    train_head(model, params.modules_to_save)
+    return model
+
+
+METHOD = Method(
+    name="bitfit",
+    description="BitFit: only the bias terms are trained, plus the classification head.",
+    params_class=BitFitParams,
+    apply=apply,
+)

@@ -1,0 +1,67 @@
+"""VeRA: one pair of frozen random low-rank matrices shared by all layers, adapted per layer by
+two trained scaling vectors (Kopiczko et al. 2024, "VeRA: Vector-based Random Matrix
+Adaptation")."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from peft import TaskType, VeraConfig, get_peft_model
+from torch import nn
+
+from peftbench.methods import Method, MethodContext
+from peftbench.methods._common import QuantizedBaseParams, head_modules
+
+
+@dataclass
+class VeraSettings:
+    # VeRA trains ~12x fewer adapter weights than LoRA and is run at higher rates: 4e-3 is the
+    # paper's roberta-base SST-2 rate (Kopiczko et al. 2024, appendix, GLUE hyperparameters;
+    # 4e-3..1e-2 across tasks).
+    learning_rate: float = 4e-3
+    # Rank of the shared random matrices: PEFT's VeraConfig default (the paper used 1024 for
+    # roberta-base); each adapted layer trains r + out_features scaling values.
+    r: int = 256
+    # Query and value, as LoRA, so that the two differ only in how the update is parametrised.
+    target_modules: list[str] = field(default_factory=lambda: ["query", "value"])
+    dropout: float = 0.0  # PEFT's default
+    d_initial: float = 0.1  # initial value of the d vector: PEFT's default, from the paper
+    projection_seed: int = 0  # seed of the shared random matrices (saved with the adapter)
+    # Modules trained in full next to the adapter; null = the classification head (and the
+    # pooler of BERT-family models), see methods/_common.py.
+    modules_to_save: list[str] | None = None
+
+    def validate(self) -> None:
+        if self.r <= 0:
+            raise ValueError(f"r must be positive, got {self.r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if not self.target_modules:
+            raise ValueError("target_modules: name at least one module, e.g. [query, value]")
+
+
+@dataclass
+class VeraParams(QuantizedBaseParams, VeraSettings):
+    """VeRA's settings, then those of a 4-bit base."""
+
+
+def apply(model: nn.Module, params: VeraParams, context: MethodContext) -> nn.Module:
+    config = VeraConfig(
+        task_type=TaskType.SEQ_CLS,
+        r=params.r,
+        target_modules=list(params.target_modules),
+        vera_dropout=params.dropout,
+        d_initial=params.d_initial,
+        projection_prng_key=params.projection_seed,
+        save_projection=True,
+        modules_to_save=head_modules(model, params.modules_to_save),
+    )
+    return get_peft_model(model, config)
+
+
+METHOD = Method(
+    name="vera",
+    description="VeRA: shared frozen random low-rank matrices, trained per-layer scaling vectors.",
+    params_class=VeraParams,
+    apply=apply,
+)

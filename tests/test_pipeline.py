@@ -1,0 +1,169 @@
+"""Speed and memory switches: each runs on the tiny model and changes no result it should not."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import torch
+
+from peftbench.config import DataConfig, ModelConfig, TrainingConfig, reference_pipeline
+from peftbench.data import collate, prepare_data
+from peftbench.methods import MethodContext, get_method
+from peftbench.models import load_model, load_tokenizer
+from peftbench.train import (
+    RunSpec,
+    evaluate,
+    execute_run,
+    micro_batches,
+    set_seed,
+    train_epoch,
+)
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def prepared(tiny_roberta: Path, tiny_dataset: Path, tmp_path_factory: pytest.TempPathFactory):
+    tokenizer = load_tokenizer(ModelConfig(name=str(tiny_roberta)))
+    cache = tmp_path_factory.mktemp("cache")
+    data = DataConfig(dataset=str(tiny_dataset), train_size=64, test_size=32)
+    return prepare_data(data, tokenizer, "tiny", 64, cache)
+
+
+def _run(tiny_roberta: Path, prepared, tmp_path: Path, **training) -> dict:
+    method = get_method("lora")
+    spec = RunSpec(
+        run_id="lora-seed0",
+        label="lora",
+        method="lora",
+        params=method.params_class(learning_rate=5e-3),
+        seed=0,
+        experiment="switches",
+        config_hash="h",
+        model=ModelConfig(name=str(tiny_roberta)),
+        training=TrainingConfig(
+            epochs=1, train_batch_size=16, eval_batch_size=16, max_length=64, **training
+        ),
+        data_cache=str(prepared[1]),
+        run_dir=str(tmp_path / "run"),
+    )
+    return execute_run(spec, {})
+
+
+@pytest.mark.parametrize(
+    "switch",
+    [
+        {"pipeline": "reference"},
+        {"gradient_accumulation_steps": 4},
+        {"gradient_checkpointing": True},
+        {"attention": "eager"},
+        {"precision": "bf16"},
+        {"group_by_length": False, "sort_eval_by_length": False},
+    ],
+    ids=lambda s: ",".join(f"{k}={v}" for k, v in s.items()),
+)
+def test_every_switch_runs(tiny_roberta: Path, prepared, tmp_path: Path, switch: dict) -> None:
+    training = switch
+    if switch.get("pipeline") == "reference":
+        training = dataclasses.asdict(reference_pipeline(TrainingConfig(**switch)))
+        training = {
+            k: training[k]
+            for k in (
+                "pipeline",
+                "padding",
+                "precision",
+                "group_by_length",
+                "sort_eval_by_length",
+                "compile",
+            )
+        }
+    record = _run(tiny_roberta, prepared, tmp_path, **training)
+    assert record["status"] == "success"
+    assert 0 <= record["metrics"]["accuracy"] <= 1
+    expected_precision = (
+        "bf16" if switch.get("precision") == "bf16" else record["train_info"]["precision"]
+    )
+    assert record["train_info"]["precision"] == expected_precision
+
+
+def test_torch_compile_runs(tiny_roberta: Path, prepared, tmp_path: Path) -> None:
+    record = _run(tiny_roberta, prepared, tmp_path, compile=True)
+    assert record["status"] == "success"
+
+
+def test_reference_pipeline_is_the_studys_way() -> None:
+    reference = reference_pipeline(TrainingConfig(pipeline="reference"))
+    assert reference.padding == "max_length"
+    assert reference.precision == "fp32"
+    assert not reference.group_by_length and not reference.sort_eval_by_length
+
+
+def test_padding_and_sorting_change_no_prediction(tiny_roberta: Path, prepared) -> None:
+    data = prepared[0]
+    set_seed(0)
+    model = load_model(ModelConfig(name=str(tiny_roberta)), 2, CPU)
+    results = []
+    for training in (
+        TrainingConfig(eval_batch_size=8, max_length=64),
+        reference_pipeline(TrainingConfig(eval_batch_size=8, max_length=64)),
+    ):
+        results.append(evaluate(model, data.test, data, training, CPU, "fp32"))
+    (fast_metrics, fast_predictions), (ref_metrics, ref_predictions) = results
+    assert fast_predictions == ref_predictions
+    assert fast_metrics["loss"] == pytest.approx(ref_metrics["loss"], rel=1e-5)
+
+
+def test_micro_batches_cover_the_batch() -> None:
+    parts = micro_batches(list(range(16)), 3)
+    assert [len(p) for p in parts] == [6, 6, 4]
+    assert sum(parts, []) == list(range(16))
+
+
+def _no_dropout(model: torch.nn.Module) -> None:
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+
+
+def _one_epoch_state(tiny_roberta: Path, data, **training) -> dict[str, torch.Tensor]:
+    set_seed(0)
+    method = get_method("lora")
+    params = method.params_class(learning_rate=5e-3, dropout=0.0)
+    base = load_model(ModelConfig(name=str(tiny_roberta)), 2, CPU)
+    if training.pop("checkpointing", False):
+        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model = method.apply(base, params, MethodContext(total_steps=4))
+    _no_dropout(model)
+    optimizer = torch.optim.AdamW(method.optimizer_groups(model, params))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    config = TrainingConfig(train_batch_size=16, max_length=64, **training)
+    train_epoch(model, optimizer, scheduler, scaler, data, config, CPU, "fp32", 0, 1)
+    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+@pytest.mark.parametrize("variant", [{"gradient_accumulation_steps": 4}, {"checkpointing": True}])
+def test_accumulation_and_checkpointing_train_the_same_weights(
+    tiny_roberta: Path, prepared, variant: dict
+) -> None:
+    data = prepared[0]
+    plain = _one_epoch_state(tiny_roberta, data)
+    other = _one_epoch_state(tiny_roberta, data, **variant)
+    assert plain.keys() == other.keys()
+    for name in plain:
+        torch.testing.assert_close(other[name], plain[name], rtol=1e-4, atol=1e-5)
+
+
+def test_eager_and_sdpa_attention_agree(tiny_roberta: Path, prepared) -> None:
+    data = prepared[0]
+    batch = collate(data.test, list(range(8)), data.pad_token_id, None)
+    batch.pop("labels")
+    logits = []
+    for attention in ("sdpa", "eager"):
+        set_seed(0)
+        model = load_model(ModelConfig(name=str(tiny_roberta)), 2, CPU, attention=attention).eval()
+        with torch.no_grad():
+            logits.append(model(**batch).logits)
+    torch.testing.assert_close(logits[0], logits[1], rtol=1e-4, atol=1e-5)
