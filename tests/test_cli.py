@@ -172,3 +172,34 @@ def test_methods_lists_the_registry(capsys: pytest.CaptureFixture) -> None:
     for name in ("full:", "lora:", "qlora:", "ia3:"):
         assert name in out
     assert "learning_rate = 0.0005" in out
+
+
+def test_too_little_disk_fails_before_any_work(
+    tiny_roberta: Path,
+    tiny_dataset: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import shutil
+    from collections import namedtuple
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 2**20, 2**20))
+    out = tmp_path / "out"
+    config = _write(tiny_config(tiny_roberta, tiny_dataset, out), tmp_path / "c.yaml")
+    _expect_bad_input(["run", str(config)], capsys, "not enough disk", "MB needed, 1 MB free")
+    assert not (out / "runs").exists()
+
+
+def test_plan_states_resource_needs(tiny_roberta: Path, tiny_dataset: Path, tmp_path: Path):
+    from peftbench.config import parse_config
+    from peftbench.plan import count_method_parameters, estimate_resources
+
+    config = parse_config(tiny_config(tiny_roberta, tiny_dataset, tmp_path / "out"))
+    rows = count_method_parameters(config)
+    needs = estimate_resources(config, rows)
+    full = next(r for r in rows if r["method"] == "full")
+    # Full fine-tuning's checkpoint (weights + two Adam moments) and saved model dominate.
+    assert needs["disk_mb"] * 2**20 >= full["total_params"] * (12 + 4)
+    assert needs["memory_mb"] * 2**20 >= full["total_params"] * 16

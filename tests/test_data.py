@@ -81,7 +81,7 @@ def test_string_labels_and_custom_columns_three_classes(tmp_path: Path, tokenize
     data, _ = _prepare(config, tokenizer, tmp_path)
     assert data.label_names == ["art", "news", "sport"]
     assert sorted(set(data.train.labels)) == [0, 1, 2]
-    assert any("duplicate" in w for w in data.info["warnings"]) is False
+    assert not any("duplicate texts" in w for w in data.info["warnings"])
     assert any("test texts also appear in train" in w for w in data.info["warnings"])
 
 
@@ -148,3 +148,65 @@ def test_batch_order_is_seeded_complete_and_groups_by_length() -> None:
         max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in random_batches
     )
     assert spread < spread_random / 3
+
+
+def _write_rows(directory: Path, train: list[dict], test: list[dict]) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(train).to_parquet(directory / "train.parquet")
+    pd.DataFrame(test).to_parquet(directory / "test.parquet")
+    return directory
+
+
+def _rows(texts: list[str], labels: list[int]) -> list[dict]:
+    return [{"text": t, "label": y} for t, y in zip(texts, labels, strict=True)]
+
+
+def test_data_checks_find_empty_duplicate_and_overlapping_texts(tmp_path: Path, tokenizer):
+    texts, labels = synthetic_reviews(40, seed=9)
+    train = _rows(texts[:30] + ["   ", texts[0], texts[1]], labels[:30] + [0, labels[0], labels[1]])
+    test = _rows(texts[30:] + texts[2:5], labels[30:] + labels[2:5])  # 3 seen in train
+    directory = _write_rows(tmp_path / "crafted", train, test)
+    data, _ = _prepare(DataConfig(dataset=str(directory)), tokenizer, tmp_path)
+    warnings = " | ".join(data.info["warnings"])
+    assert "train: 1 empty or whitespace-only texts" in warnings
+    assert "train: 2 duplicate texts" in warnings
+    assert "3 test texts also appear in train" in warnings
+
+    cleaned, _ = _prepare(
+        DataConfig(dataset=str(directory), drop_duplicates=True), tokenizer, tmp_path
+    )
+    assert cleaned.info["train_size"] == 31  # 33 rows less the 2 duplicates
+    assert cleaned.info["test_size"] == 10  # 13 rows less the 3 seen in train
+    assert any(
+        "dropped 2 duplicate train texts and 3 test texts" in w for w in cleaned.info["warnings"]
+    )
+
+
+def test_labels_outside_declared_classes_are_an_error(tmp_path: Path, tokenizer) -> None:
+    texts, labels = synthetic_reviews(20, seed=3)
+    directory = _write_rows(tmp_path / "bad", _rows(texts, labels[:-1] + [5]), _rows(texts, labels))
+    with pytest.raises(PeftbenchError, match=r"labels \[5\] lie outside the declared classes 0..1"):
+        _prepare(DataConfig(dataset=str(directory), num_labels=2), tokenizer, tmp_path)
+
+
+def test_a_class_missing_from_a_split(tmp_path: Path, tokenizer) -> None:
+    texts, labels = synthetic_reviews(20, seed=4)
+    only_negative = [0] * len(texts)
+    directory = _write_rows(
+        tmp_path / "onesided", _rows(texts, labels), _rows(texts, only_negative)
+    )
+    data, _ = _prepare(DataConfig(dataset=str(directory)), tokenizer, tmp_path)
+    assert "test: no examples of class(es) 1" in data.info["warnings"]
+    train_missing = _write_rows(
+        tmp_path / "trainmissing", _rows(texts, only_negative), _rows(texts, labels)
+    )
+    with pytest.raises(PeftbenchError, match="train subset has no examples of class"):
+        _prepare(DataConfig(dataset=str(train_missing)), tokenizer, tmp_path)
+
+
+def test_all_empty_texts_are_an_error(tmp_path: Path, tokenizer) -> None:
+    directory = _write_rows(
+        tmp_path / "empty", _rows([""] * 4, [0, 1, 0, 1]), _rows(["a", "b"], [0, 1])
+    )
+    with pytest.raises(PeftbenchError, match="every text of the train split is empty"):
+        _prepare(DataConfig(dataset=str(directory)), tokenizer, tmp_path)

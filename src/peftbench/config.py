@@ -55,6 +55,9 @@ class DataConfig:
     subset_seed: int = 0
     # Number of classes; null = found in the data. `plan` uses it (default 2) to size the head.
     num_labels: int | None = None
+    # Drop exact duplicate texts within each split, and test texts that also appear in train
+    # (IMDb has 123 such test reviews), before drawing the subsets.
+    drop_duplicates: bool = False
 
 
 @dataclass

@@ -233,11 +233,59 @@ def check_texts(texts: list[str], split: str) -> list[str]:
     """Warnings about empty and duplicate texts in one split."""
     warnings = []
     empty = sum(1 for t in texts if not t.strip())
+    if empty == len(texts):
+        raise PeftbenchError(f"every text of the {split} split is empty; check data.text_column")
     if empty:
         warnings.append(f"{split}: {empty} empty or whitespace-only texts")
     duplicates = len(texts) - len(set(texts))
     if duplicates:
         warnings.append(f"{split}: {duplicates} duplicate texts")
+    return warnings
+
+
+def check_declared_labels(train: RawSplit, test: RawSplit, data: DataConfig) -> None:
+    """Integer labels must lie in 0..num_labels-1 when data.num_labels is given."""
+    if data.num_labels is None:
+        return
+    for name, split in (("train", train), ("test", test)):
+        outside = sorted(
+            {v for v in split.labels if isinstance(v, int) and not 0 <= v < data.num_labels}
+        )
+        if outside:
+            raise PeftbenchError(
+                f"{name} split: labels {outside[:10]} lie outside the declared classes "
+                f"0..{data.num_labels - 1} (data.num_labels={data.num_labels}); fix "
+                "data.num_labels or the data"
+            )
+
+
+def drop_duplicates(train: RawSplit, test: RawSplit) -> tuple[RawSplit, RawSplit, list[str]]:
+    """Keep the first copy of each text in each split, and drop test texts seen in train."""
+
+    def unique(split: RawSplit, exclude: set[str]) -> RawSplit:
+        seen = set(exclude)
+        keep = [i for i, t in enumerate(split.texts) if not (t in seen or seen.add(t))]
+        return RawSplit([split.texts[i] for i in keep], [split.labels[i] for i in keep])
+
+    clean_train = unique(train, set())
+    clean_test = unique(test, set(clean_train.texts))
+    notes = [
+        f"dropped {len(train.texts) - len(clean_train.texts)} duplicate train texts and "
+        f"{len(test.texts) - len(clean_test.texts)} test texts duplicated or seen in train "
+        "(data.drop_duplicates)"
+    ]
+    return clean_train, clean_test, notes
+
+
+def check_splits(train: RawSplit, test: RawSplit) -> list[str]:
+    """Warnings about the whole splits: empty texts, duplicates, train/test overlap."""
+    warnings = check_texts(train.texts, "train") + check_texts(test.texts, "test")
+    overlap = len(set(train.texts) & set(test.texts))
+    if overlap:
+        warnings.append(
+            f"{overlap} test texts also appear in train (set data.drop_duplicates: true to "
+            "drop them)"
+        )
     return warnings
 
 
@@ -274,6 +322,11 @@ def prepare_data(
 
     train_raw, declared = read_split(data, data.train_split)
     test_raw, _ = read_split(data, data.test_split)
+    check_declared_labels(train_raw, test_raw, data)
+    warnings = check_splits(train_raw, test_raw)
+    if data.drop_duplicates:
+        train_raw, test_raw, notes = drop_duplicates(train_raw, test_raw)
+        warnings += notes
     label_names, to_id = label_vocabulary(train_raw, test_raw, declared)
     if len(label_names) < 2:
         raise PeftbenchError(
@@ -287,7 +340,6 @@ def prepare_data(
             "set it to null"
         )
     splits = {}
-    warnings: list[str] = []
     balance: dict[str, dict[str, int]] = {}
     for name, raw, size in (
         ("train", train_raw, data.train_size),
@@ -298,10 +350,14 @@ def prepare_data(
         chosen = stratified_subset(label_ids, size, data.subset_seed, where)
         texts = [raw.texts[i] for i in chosen]
         labels = [label_ids[i] for i in chosen]
-        warnings += check_texts(texts, name)
         counts = Counter(labels)
         balance[name] = {label_names[k]: counts.get(k, 0) for k in range(len(label_names))}
         missing = [label_names[k] for k in range(len(label_names)) if counts.get(k, 0) == 0]
+        if missing and name == "train":
+            raise PeftbenchError(
+                f"the train subset has no examples of class(es) {', '.join(missing)}: the "
+                f"model could never learn them; fix: a larger data.train_size or other data"
+            )
         if missing:
             warnings.append(f"{name}: no examples of class(es) {', '.join(missing)}")
         input_ids = _tokenize(tokenizer, texts, max_length, name)
@@ -309,7 +365,7 @@ def prepare_data(
         splits[name + "_texts"] = texts
     overlap = len(set(splits["train_texts"]) & set(splits["test_texts"]))
     if overlap:
-        warnings.append(f"{overlap} test texts also appear in train")
+        warnings.append(f"subsets: {overlap} test texts also appear in the train subset")
 
     truncated = sum(len(ids) >= max_length for ids in splits["train"].input_ids)
     info = {

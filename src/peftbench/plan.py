@@ -7,11 +7,12 @@ model's own config, or the copy that ships with peftbench), so no weights are ne
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 
 from peftbench.config import ExperimentConfig
-from peftbench.methods import MethodContext, get_method
+from peftbench.methods import Method, MethodContext, get_method
 from peftbench.models import architecture_for_planning, build_random_model, count_parameters
 
 DEFAULT_PLAN_LABELS = 2
@@ -30,10 +31,8 @@ def count_method_parameters(config: ExperimentConfig) -> list[dict]:
     context = MethodContext(total_steps=steps_per_epoch * training.epochs)
     rows = []
     for entry in config.methods:
-        torch.manual_seed(0)
         method = get_method(entry.method)
-        model = method.apply(build_random_model(architecture), entry.params, context)
-        trainable, total = count_parameters(model)
+        trainable, total = _count(method, architecture, entry.params, context)
         rows.append(
             {
                 "label": entry.label,
@@ -45,8 +44,40 @@ def count_method_parameters(config: ExperimentConfig) -> list[dict]:
                 "architecture_source": source,
             }
         )
-        del model
     return rows
+
+
+def _count(method: Method, architecture: Any, params: Any, context: MethodContext) -> tuple:
+    """(trainable, total) for a method on the architecture, built without allocating weights
+    (meta device) where the method allows, with real random weights where it must run the
+    model (prefix tuning checks that the encoder uses its prefix)."""
+    try:
+        with torch.device("meta"):
+            return count_parameters(method.apply(build_random_model(architecture), params, context))
+    except (RuntimeError, NotImplementedError, ValueError):
+        torch.manual_seed(0)
+        return count_parameters(method.apply(build_random_model(architecture), params, context))
+
+
+BYTES_FP32 = 4
+ADAM_STATE_BYTES = 8  # two fp32 moments per trained parameter
+
+
+def estimate_resources(config: ExperimentConfig, rows: list[dict]) -> dict[str, float]:
+    """Rough disk and memory needs in MB: disk for what runs save and checkpoint, memory for
+    the largest run's weights, gradients and optimiser state (activations come on top)."""
+    mb = 2**20
+    saved = checkpoint = memory = 0.0
+    for row in rows:
+        trained = row["trainable_params"]
+        # Full fine-tuning saves the model; the others save adapter + head.
+        model_file = (row["total_params"] if row["method"] == "full" else trained) * BYTES_FP32
+        if config.training.keep_model:
+            saved += model_file * len(config.seeds)
+        checkpoint = max(checkpoint, trained * (BYTES_FP32 + ADAM_STATE_BYTES) + model_file)
+        weights = row["total_params"] * BYTES_FP32
+        memory = max(memory, weights + trained * (BYTES_FP32 + ADAM_STATE_BYTES))
+    return {"disk_mb": (saved + checkpoint) / mb, "memory_mb": memory / mb}
 
 
 def describe_plan(config: ExperimentConfig) -> str:

@@ -419,6 +419,21 @@ def _setup_blocks(runs: Sequence[Run]) -> list[Block]:
         config = _info(members[0].record).get("config")
         title = f"{group} / {label} (run {members[0].record.get('run_id')})"
         blocks.append(("code", (title, json.dumps(config, indent=2, default=str))))
+    blocks.append(("h2", "Data"))
+    for group in dict.fromkeys(run.group for run in runs):
+        members = [run for run in runs if run.group == group]
+        data_info = _dict(members[0].record.get("data_info"))
+        balance = data_info.get("label_balance", {})
+        blocks.append(
+            (
+                "p",
+                f"{group}: {data_info.get('source', '?')}; train {data_info.get('train_size')} / "
+                f"test {data_info.get('test_size')} examples; label balance "
+                + "; ".join(f"{split} {counts}" for split, counts in balance.items()),
+            )
+        )
+        for warning in data_info.get("warnings", []):
+            blocks.append(("p", f"Data check: {warning}"))
     blocks.append(("h2", "Environment"))
     for group in dict.fromkeys(run.group for run in runs):
         members = [run for run in runs if run.group == group]

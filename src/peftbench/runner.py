@@ -9,6 +9,7 @@ from __future__ import annotations
 import fcntl
 import multiprocessing
 import os
+import shutil
 import signal
 import time
 from collections.abc import Iterator
@@ -168,6 +169,26 @@ def write_summary(output_dir: Path, records: list[RunRecord]) -> str:
     return table
 
 
+def check_resources(config: ExperimentConfig) -> None:
+    """Say what the experiment will need; fail before any work when the disk is too small."""
+    from peftbench.plan import count_method_parameters, estimate_resources
+
+    needs = estimate_resources(config, count_method_parameters(config))
+    free_mb = shutil.disk_usage(config.output_path).free / 2**20
+    print(
+        f"needs about {needs['disk_mb']:,.0f} MB of disk (saved models and a checkpoint; "
+        f"{free_mb:,.0f} MB free) and {needs['memory_mb']:,.0f} MB of memory for weights, "
+        "gradients and optimiser state of the largest run, plus activations",
+        flush=True,
+    )
+    if needs["disk_mb"] * 1.1 > free_mb:
+        raise PeftbenchError(
+            f"not enough disk in {config.output_path}: about {needs['disk_mb']:,.0f} MB needed, "
+            f"{free_mb:,.0f} MB free; fix: free space, set training.keep_model: false, or "
+            "choose another output_dir"
+        )
+
+
 def _interrupt_on_sigterm() -> None:
     def handler(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
@@ -182,6 +203,7 @@ def run_experiment(config: ExperimentConfig, force: bool = False) -> ExperimentO
     check_writable(output_dir)
     if any(get_method(e.method).uses_4bit_base(e.params) for e in config.methods):
         check_4bit_available()
+    check_resources(config)
     with experiment_lock(output_dir):
         (output_dir / "experiment.yaml").write_text(
             yaml.safe_dump(to_plain(config), sort_keys=False), encoding="utf-8"
