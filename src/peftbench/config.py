@@ -58,6 +58,9 @@ class DataConfig:
     # Drop exact duplicate texts within each split, and test texts that also appear in train
     # (IMDb has 123 such test reviews), before drawing the subsets.
     drop_duplicates: bool = False
+    # Held out of the training subset to choose hyperparameters in a method's `search:`
+    # (a fraction below 1, or a count); the test split is never used for choosing.
+    validation_size: float = 0.2
 
 
 @dataclass
@@ -107,6 +110,16 @@ class MethodSpec:
     label: str
     method: str
     params: Any  # the method's own params dataclass instance
+    # Hyperparameter grid to search on the validation split: field -> values to try, e.g.
+    # {"learning_rate": [1e-4, 3e-4, 1e-3]}. Empty: no search.
+    search: dict[str, list] = field(default_factory=dict)
+
+    def grid(self) -> list[dict[str, Any]]:
+        """Every combination of the searched values (one empty dict when there is no search)."""
+        combos: list[dict[str, Any]] = [{}]
+        for name, values in self.search.items():
+            combos = [{**combo, name: value} for combo in combos for value in values]
+        return combos
 
 
 @dataclass
@@ -261,6 +274,11 @@ def _validate_numbers(config: ExperimentConfig) -> None:
     _positive(config.data.test_size, "data.test_size", allow_none=True)
     if config.data.num_labels is not None and config.data.num_labels < 2:
         raise ConfigError(f"data.num_labels: at least 2 classes, got {config.data.num_labels}")
+    size = config.data.validation_size
+    if size <= 0 or (size >= 1 and size != int(size)):
+        raise ConfigError(
+            f"data.validation_size: a fraction in (0, 1) or a whole count, got {size}"
+        )
     if not config.seeds:
         raise ConfigError("seeds: give at least one seed, for example seeds: [0]")
     if len(set(config.seeds)) != len(config.seeds):
@@ -281,9 +299,31 @@ def _parse_methods(raw_methods: Any) -> list[MethodSpec]:
         settings = dict(settings or {})
         method_name = settings.pop("method", label)
         method = get_method(method_name, where=f"methods.{label}")
+        search = settings.pop("search", None) or {}
         params = from_dict(method.params_class, settings, f"methods.{label}")
-        specs.append(MethodSpec(label=str(label), method=method_name, params=params))
+        spec = MethodSpec(label=str(label), method=method_name, params=params, search={})
+        spec.search = _parse_search(search, method.params_class, settings, f"methods.{label}")
+        specs.append(spec)
     return specs
+
+
+def _parse_search(search: Any, params_class: type, settings: dict, where: str) -> dict:
+    """Validate a search grid: every value must make valid params for the method."""
+    if not isinstance(search, dict):
+        raise ConfigError(
+            f"{where}.search: expected a mapping of field to a list of values, for example "
+            "search: {learning_rate: [1.0e-4, 3.0e-4, 1.0e-3]}"
+        )
+    grid = {}
+    for name, values in search.items():
+        if not isinstance(values, list) or not values:
+            raise ConfigError(f"{where}.search.{name}: expected a non-empty list of values")
+        checked = [
+            getattr(from_dict(params_class, {**settings, name: v}, f"{where}.search"), name)
+            for v in values
+        ]
+        grid[name] = checked
+    return grid
 
 
 def parse_config(raw: dict) -> ExperimentConfig:

@@ -382,11 +382,50 @@ def prepare_data(
     prepared = PreparedData(
         splits["train"], splits["test"], int(tokenizer.pad_token_id or 0), label_names, info
     )
-    cache_dir.mkdir(parents=True, exist_ok=True)
+    save_prepared(prepared, cache_file)
+    return prepared, cache_file
+
+
+def save_prepared(prepared: PreparedData, cache_file: Path) -> None:
+    """Write prepared data for the workers (temporary file, then rename)."""
+    cache_file.parent.mkdir(parents=True, exist_ok=True)
     tmp = cache_file.with_suffix(".tmp")
     torch.save(_to_cache(prepared), tmp)
     tmp.replace(cache_file)
-    return prepared, cache_file
+
+
+def carve_validation(prepared: PreparedData, size: float, seed: int) -> PreparedData:
+    """Split a stratified validation set off the training subset, for hyperparameter search.
+
+    The result trains on the rest of the training subset and evaluates on the validation
+    set in place of the test split, which it does not contain at all: a search cannot see
+    the test set. `size` is a fraction of the training subset (< 1) or a count.
+    """
+    train = prepared.train
+    count = round(size * len(train)) if size < 1 else int(size)
+    chosen = set(stratified_subset(train.labels, count, seed, "data.validation_size"))
+    rest = [i for i in range(len(train)) if i not in chosen]
+    held = sorted(chosen)
+
+    def take(indices: list[int]) -> TokenizedSplit:
+        return TokenizedSplit(
+            [train.input_ids[i] for i in indices],
+            [train.labels[i] for i in indices],
+            [train.example_ids[i] for i in indices],
+        )
+
+    names = prepared.label_names
+    info = {
+        **prepared.info,
+        "evaluated_on": "validation split carved from the training subset",
+        "train_size": len(rest),
+        "test_size": len(held),
+        "label_balance": {
+            split: {names[k]: sum(train.labels[i] == k for i in idx) for k in range(len(names))}
+            for split, idx in (("train", rest), ("validation", held))
+        },
+    }
+    return PreparedData(take(rest), take(held), prepared.pad_token_id, names, info)
 
 
 def _to_cache(prepared: PreparedData) -> dict:

@@ -129,6 +129,8 @@ def load_runs(run_dirs: Sequence[Path]) -> tuple[list[Run], list[str]]:
     runs = []
     for run_dir, records in loaded:
         for record in records:
+            if _info(record).get("role") == "search":
+                continue  # hyperparameter-search runs are reported through their final runs
             group = _group_name(record, run_dir)
             if len(names[group]) > 1:
                 group = f"{group} ({run_dir.name})"
@@ -419,6 +421,35 @@ def _setup_blocks(runs: Sequence[Run]) -> list[Block]:
         config = _info(members[0].record).get("config")
         title = f"{group} / {label} (run {members[0].record.get('run_id')})"
         blocks.append(("code", (title, json.dumps(config, indent=2, default=str))))
+    searched = [
+        (group, label, _info(members[0].record)["search"])
+        for (group, label), members in _by_method(runs).items()
+        if _info(members[0].record).get("search")
+    ]
+    if searched:
+        blocks.append(("h2", "Hyperparameter search"))
+        blocks.append(
+            (
+                "p",
+                "Each value was trained on the training subset less a validation split and "
+                "scored on that split (never on the test set); the best was then run with "
+                "every seed.",
+            )
+        )
+        rows = [
+            [
+                f"{group} / {label}",
+                json.dumps(tried["values"]),
+                "failed"
+                if tried["validation_accuracy"] is None
+                else f"{100 * tried['validation_accuracy']:.2f}",
+                "chosen" if tried["values"] == search.get("chosen") else "",
+            ]
+            for group, label, search in searched
+            for tried in search["tried"]
+        ]
+        headers = ["method", "values tried", "validation accuracy (%)", ""]
+        blocks.append(("table", Table(headers, rows)))
     blocks.append(("h2", "Data"))
     for group in dict.fromkeys(run.group for run in runs):
         members = [run for run in runs if run.group == group]

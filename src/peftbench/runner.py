@@ -6,9 +6,11 @@ that crashes, is killed or interrupted leaves a failure record and the others go
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import multiprocessing
 import os
+import re
 import shutil
 import signal
 import time
@@ -16,12 +18,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 
 from peftbench.checkpoints import remove_checkpoint
-from peftbench.config import ExperimentConfig, stable_hash, to_plain
-from peftbench.data import prepare_data
+from peftbench.config import ExperimentConfig, MethodSpec, stable_hash, to_plain
+from peftbench.data import PreparedData, carve_validation, prepare_data, save_prepared
 from peftbench.errors import PeftbenchError
 from peftbench.methods import get_method
 from peftbench.models import check_4bit_available, load_tokenizer
@@ -87,28 +90,43 @@ def experiment_lock(directory: Path) -> Iterator[None]:
         handle.close()
 
 
-def build_specs(config: ExperimentConfig, data_cache: Path) -> list[RunSpec]:
-    """One RunSpec per method entry and seed, each identified by a hash of its full config."""
-    specs = []
-    for entry in config.methods:
-        for seed in config.seeds:
-            run_id = f"{entry.label}-seed{seed}"
-            spec = RunSpec(
-                run_id=run_id,
-                label=entry.label,
-                method=entry.method,
-                params=entry.params,
-                seed=seed,
-                experiment=config.name,
-                config_hash="",
-                model=config.model,
-                training=config.training,
-                data_cache=str(data_cache),
-                run_dir=str(config.output_path / RUNS_DIR / run_id),
-            )
-            spec.config_hash = stable_hash({**spec.resolved_config(), "data": config.data})
-            specs.append(spec)
-    return specs
+def make_spec(
+    config: ExperimentConfig,
+    entry: MethodSpec,
+    params: Any,
+    seed: int,
+    run_id: str,
+    data_cache: Path,
+    role: str = "final",
+    search: dict | None = None,
+) -> RunSpec:
+    """A run, identified by a hash of everything that decides its result."""
+    spec = RunSpec(
+        run_id=run_id,
+        label=entry.label,
+        method=entry.method,
+        params=params,
+        seed=seed,
+        experiment=config.name,
+        config_hash="",
+        model=config.model,
+        training=config.training,
+        data_cache=str(data_cache),
+        run_dir=str(config.output_path / RUNS_DIR / run_id),
+        role=role,
+        search=search,
+    )
+    spec.config_hash = stable_hash({**spec.resolved_config(), "data": config.data, "role": role})
+    return spec
+
+
+def search_run_id(label: str, combo: dict[str, Any]) -> str:
+    """e.g. lora-search-learning_rate=0.001 (characters safe in a directory name)."""
+    values = "-".join(
+        f"{name}={value:g}" if isinstance(value, float) else f"{name}={value}"
+        for name, value in combo.items()
+    )
+    return f"{label}-search-" + re.sub(r"[^A-Za-z0-9_.=+-]", "_", values)
 
 
 def finished(spec: RunSpec) -> bool:
@@ -223,35 +241,140 @@ def run_experiment(config: ExperimentConfig, force: bool = False) -> ExperimentO
         for warning in info["warnings"]:
             print(f"  data warning: {warning}", flush=True)
 
-        specs = build_specs(config, data_cache)
-        ran, reused = [], []
-        interrupted = False
-        for number, spec in enumerate(specs, start=1):
-            if not force and finished(spec):
-                print(f"[{number}/{len(specs)}] {spec.run_id}: finished earlier, kept", flush=True)
-                reused.append(spec.run_id)
-                continue
-            if force:
-                remove_checkpoint(Path(spec.run_dir))
-            print(f"[{number}/{len(specs)}] {spec.run_id}: {spec.method}", flush=True)
-            try:
-                run_in_process(spec)
-            except KeyboardInterrupt:
-                print(f"interrupted during {spec.run_id}; run again to resume", flush=True)
-                interrupted = True
-                break
-            ran.append(spec.run_id)
-
-        wanted = {spec.run_id for spec in specs}
+        runner = _Runner(config, force, data_cache, prepared)
+        runner.run_all()
         records, skipped = load_records(output_dir)
-        records = [r for r in records if r["run_id"] in wanted]
-        records.sort(key=lambda r: [s.run_id for s in specs].index(r["run_id"]))
+        order = [spec.run_id for spec in runner.finals]
+        records = sorted(
+            (r for r in records if r["run_id"] in order), key=lambda r: order.index(r["run_id"])
+        )
         table = write_summary(output_dir, records)
         report_files = write_report(output_dir)
     print("\n" + table, flush=True)
     if report_files:
         print(f"report: {', '.join(str(f) for f in report_files)}", flush=True)
-    return ExperimentOutcome(records, skipped, ran, reused, interrupted)
+    return ExperimentOutcome(records, skipped, runner.ran, runner.reused, runner.interrupted)
+
+
+class _Runner:
+    """Does an experiment's runs in order: each method's search (if any), then its seeds."""
+
+    def __init__(
+        self, config: ExperimentConfig, force: bool, data_cache: Path, prepared: PreparedData
+    ) -> None:
+        self.config, self.force = config, force
+        self.data_cache, self.prepared = data_cache, prepared
+        self.ran: list[str] = []
+        self.reused: list[str] = []
+        self.finals: list[RunSpec] = []
+        self.interrupted = False
+        self.total = sum(
+            (len(e.grid()) if e.search else 0) + len(config.seeds) for e in config.methods
+        )
+        self.number = 0
+
+    def run_all(self) -> None:
+        for entry in self.config.methods:
+            params, search = entry.params, None
+            if entry.search:
+                params, search = self.search(entry)
+                if self.interrupted:
+                    return
+            for seed in self.config.seeds:
+                spec = make_spec(
+                    self.config,
+                    entry,
+                    params,
+                    seed,
+                    f"{entry.label}-seed{seed}",
+                    self.data_cache,
+                    search=search,
+                )
+                self.finals.append(spec)
+                if params is None:  # every search run failed: nothing to run with
+                    self.number += 1
+                    write_json_atomic(
+                        Path(spec.run_dir) / RECORD_FILE,
+                        failure_record(
+                            spec,
+                            "failed",
+                            "SearchFailed",
+                            "every hyperparameter value tried in the search failed",
+                            {},
+                        ),
+                    )
+                    continue
+                if not self.execute(spec):
+                    return
+
+    def execute(self, spec: RunSpec) -> bool:
+        """Do one run unless it is finished; False when interrupted."""
+        self.number += 1
+        prefix = f"[{self.number}/{self.total}] {spec.run_id}"
+        if not self.force and finished(spec):
+            print(f"{prefix}: finished earlier, kept", flush=True)
+            self.reused.append(spec.run_id)
+            return True
+        if self.force:
+            remove_checkpoint(Path(spec.run_dir))
+        print(f"{prefix}: {spec.method}", flush=True)
+        try:
+            run_in_process(spec)
+        except KeyboardInterrupt:
+            print(f"interrupted during {spec.run_id}; run again to resume", flush=True)
+            self.interrupted = True
+            return False
+        self.ran.append(spec.run_id)
+        return True
+
+    def search(self, entry: MethodSpec) -> tuple[Any, dict]:
+        """Try every value of the grid on the validation split; return the best params."""
+        config = self.config
+        search_cache = self.data_cache.with_name(
+            f"{self.data_cache.stem}-validation-{config.data.validation_size:g}.pt"
+        )
+        if not search_cache.exists():
+            save_prepared(
+                carve_validation(
+                    self.prepared, config.data.validation_size, config.data.subset_seed
+                ),
+                search_cache,
+            )
+        tried = []
+        for combo in entry.grid():
+            spec = make_spec(
+                config,
+                entry,
+                dataclasses.replace(entry.params, **combo),
+                config.seeds[0],
+                search_run_id(entry.label, combo),
+                search_cache,
+                role="search",
+            )
+            if not self.execute(spec):
+                return None, {}
+            try:
+                record = read_record(Path(spec.run_dir) / RECORD_FILE)
+                accuracy = (
+                    record["metrics"].get("accuracy") if record["status"] == "success" else None
+                )
+            except RecordError:
+                accuracy = None
+            tried.append({"values": combo, "run_id": spec.run_id, "validation_accuracy": accuracy})
+        scored = [t for t in tried if t["validation_accuracy"] is not None]
+        summary = {"grid": entry.search, "tried": tried, "selected_by": "validation accuracy"}
+        if not scored:
+            return None, {**summary, "chosen": None}
+        best = max(scored, key=lambda t: t["validation_accuracy"])  # first of equals wins
+        print(
+            f"  search for {entry.label}: chose {best['values']} (validation accuracy "
+            f"{100 * best['validation_accuracy']:.2f}%)",
+            flush=True,
+        )
+        return dataclasses.replace(entry.params, **best["values"]), {
+            **summary,
+            "chosen": best["values"],
+        }
 
 
 def write_report(output_dir: Path) -> list[Path]:

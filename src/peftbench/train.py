@@ -63,6 +63,10 @@ class RunSpec:
     training: TrainingConfig
     data_cache: str  # file written by data.prepare_data
     run_dir: str
+    # "final" runs are the results; "search" runs train on the training subset less a
+    # validation split and are scored on that split, to choose hyperparameters.
+    role: str = "final"
+    search: dict[str, Any] | None = None  # for a final run: the search that chose its params
 
     def resolved_config(self) -> dict[str, Any]:
         return {
@@ -415,6 +419,8 @@ def _run_info(spec: RunSpec, progress: dict[str, Any]) -> dict[str, Any]:
         "method": spec.method,
         "seed": spec.seed,
         "experiment": spec.experiment,
+        "role": spec.role,
+        "search": spec.search,
         "started_at": progress.get("started_at"),
         "finished_at": now_iso(),
         "config": spec.resolved_config(),
