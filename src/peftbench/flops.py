@@ -278,6 +278,16 @@ def _measure_matmul(device: torch.device, dtype: torch.dtype, size: int, repeats
     return 2 * size**3 / best
 
 
+def _cpu_matmul_size(dtype: torch.dtype) -> int:
+    """2048 where the CPU computes `dtype` at speed; 512 where it is emulated (bf16 without
+    AVX-512 BF16 runs ~200x slower, and a 2048^3 measurement would take minutes)."""
+    probe = torch.ones(256, 256, dtype=dtype)
+    torch.mm(probe, probe)  # warm-up: thread pool start, kernel selection
+    start = time.perf_counter()
+    torch.mm(probe, probe)
+    return 2048 if time.perf_counter() - start < 0.01 else 512
+
+
 def peak_flops(
     device: torch.device,
     dtype: torch.dtype = torch.float32,
@@ -286,7 +296,7 @@ def peak_flops(
     repeats: int = 5,
 ) -> PeakFlops:
     """Measured matmul peak of `device` for `dtype`, cached per machine, threads and torch."""
-    size = size or (8192 if device.type == "cuda" else 2048)
+    size = size or (8192 if device.type == "cuda" else _cpu_matmul_size(dtype))
     dtype_name = DTYPE_NAMES.get(dtype, str(dtype).removeprefix("torch."))
     if device.type == "cuda":
         hardware = f"cuda:{torch.cuda.get_device_name(device)}"

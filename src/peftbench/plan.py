@@ -32,16 +32,25 @@ def count_method_parameters(config: ExperimentConfig) -> list[dict]:
     rows = []
     for entry in config.methods:
         method = get_method(entry.method)
-        trainable, total = _count(method, architecture, entry.params, context)
+        row = {
+            "label": entry.label,
+            "method": entry.method,
+            "learning_rate": entry.params.learning_rate,
+            "architecture_source": source,
+            "error": None,
+        }
+        try:
+            trainable, total = _count(method, architecture, entry.params, context)
+        except Exception as exc:  # noqa: BLE001 - reported in the plan; the run records it
+            row["error"] = f"{type(exc).__name__}: {exc}"
+            rows.append({**row, "trainable_params": None, "total_params": None})
+            continue
         rows.append(
             {
-                "label": entry.label,
-                "method": entry.method,
-                "learning_rate": entry.params.learning_rate,
+                **row,
                 "trainable_params": trainable,
                 "total_params": total,
                 "trainable_percent": 100 * trainable / total,
-                "architecture_source": source,
             }
         )
     return rows
@@ -69,6 +78,8 @@ def estimate_resources(config: ExperimentConfig, rows: list[dict]) -> dict[str, 
     mb = 2**20
     saved = checkpoint = memory = 0.0
     for row in rows:
+        if row["error"]:
+            continue  # cannot be built: its run will fail at once and record why
         trained = row["trainable_params"]
         # Full fine-tuning saves the model; the others save adapter + head.
         model_file = (row["total_params"] if row["method"] == "full" else trained) * BYTES_FP32
@@ -106,6 +117,12 @@ def describe_plan(config: ExperimentConfig) -> str:
         "| --- | --- | --- | --- | --- | --- |",
     ]
     for row in rows:
+        if row["error"]:
+            lines.append(
+                f"| {row['label']} | {row['method']} | {row['learning_rate']:g} | "
+                f"cannot be applied to this model: {row['error'][:200]} | | |"
+            )
+            continue
         lines.append(
             f"| {row['label']} | {row['method']} | {row['learning_rate']:g} | "
             f"{row['trainable_params']:,} | {row['trainable_percent']:.3f} | "

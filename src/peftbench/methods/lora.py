@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from peft import LoraConfig, TaskType, get_peft_model
 from torch import nn
 
 from peftbench.methods import Method, MethodContext
-from peftbench.methods._common import head_modules
+from peftbench.methods._common import lora_variant
 
 
 @dataclass
@@ -35,15 +34,7 @@ class LoraParams:
 
 
 def apply(model: nn.Module, params: LoraParams, context: MethodContext) -> nn.Module:
-    config = LoraConfig(
-        task_type=TaskType.SEQ_CLS,
-        r=params.r,
-        lora_alpha=params.alpha,
-        lora_dropout=params.dropout,
-        target_modules=list(params.target_modules),
-        modules_to_save=head_modules(model, params.modules_to_save),
-    )
-    return get_peft_model(model, config)
+    return lora_variant(model, params)
 
 
 METHOD = Method(
