@@ -13,7 +13,7 @@ through PEFTBENCH_CACHE_DIR, so the records' MFU is against that peak.
 Targets: the default pipeline >= 3x faster end to end (train + eval) than the reference for both
 methods, its accuracy not worse beyond the noise (McNemar exact p >= 0.05, or not lower), and
 LoRA in the default pipeline >= 50% MFU of the peak for the dtype it used. Writes
-benchmarks/results/speed-cpu-<date>.md (-smoke.md for a smaller workload) and exits 0 only when
+benchmarks/results/speed-cpu-<date>.md (-reduced-... for a smaller workload) and exits 0 only when
 every target is met.
 """
 
@@ -232,7 +232,9 @@ def main() -> int:
     ]
     text = "\n".join(lines) + "\n"
     print("\n" + text)
-    suffix = "" if workload == FULL_SIZE else "-smoke"
+    suffix = "" if workload == FULL_SIZE else "-reduced-" + "-".join(
+        f"{key}{value}" for key, value in workload.items() if value != FULL_SIZE[key]
+    )
     out = ROOT / "benchmarks" / "results" / f"speed-cpu-{started:%Y-%m-%d}{suffix}.md"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
