@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -35,23 +34,13 @@ import torch
 from peftbench import stats
 from peftbench.config import load_raw
 from peftbench.flops import peak_flops
-from peftbench.measure import cpu_flags, cpu_has_native_bf16, cpu_name
+from peftbench.measure import cpu_has_native_bf16, describe_machine
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "configs" / "imdb-minilm-cpu.yaml"
 RUNS = [("lora", "reference"), ("lora", "default"), ("full", "default"), ("full", "reference")]
 FULL_SIZE = {"train_size": 1000, "test_size": 1000, "max_length": 512, "epochs": 1}
 TARGET_SPEEDUP, TARGET_LORA_MFU, ALPHA = 3.0, 0.50, 0.05
-
-
-def machine() -> str:
-    memory_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    flags = cpu_flags()
-    bf16 = ", ".join(f for f in ("avx512_bf16", "amx_bf16") if f in flags) or "no avx512_bf16/amx"
-    return (
-        f"{cpu_name()}, {os.cpu_count()} cores, {memory_gb:.0f} GiB, {bf16}, "
-        f"{platform.platform()}, torch {torch.__version__}, no GPU"
-    )
 
 
 def parse_args() -> argparse.Namespace:
@@ -213,7 +202,7 @@ def main() -> int:
         f"# Speed: default vs reference pipeline, MiniLM on IMDb, CPU — {started:%Y-%m-%d}",
         "",
         f"- date: {started:%Y-%m-%d %H:%M} UTC; wall time of the whole benchmark {elapsed:.0f} s",
-        f"- machine: {machine()}; {threads} torch threads",
+        f"- machine: {describe_machine()}; {threads} torch threads",
         f"- command: `{' '.join([command, *sys.argv[1:]])}`",
         f"- workload: {workload['train_size']} train / {workload['test_size']} test, "
         f"max length {workload['max_length']}, {workload['epochs']} epoch(s); "
@@ -232,8 +221,11 @@ def main() -> int:
     ]
     text = "\n".join(lines) + "\n"
     print("\n" + text)
-    suffix = "" if workload == FULL_SIZE else "-reduced-" + "-".join(
-        f"{key}{value}" for key, value in workload.items() if value != FULL_SIZE[key]
+    suffix = (
+        ""
+        if workload == FULL_SIZE
+        else "-reduced-"
+        + "-".join(f"{key}{value}" for key, value in workload.items() if value != FULL_SIZE[key])
     )
     out = ROOT / "benchmarks" / "results" / f"speed-cpu-{started:%Y-%m-%d}{suffix}.md"
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -90,6 +90,18 @@ class NvmlPeak:
         return self.peak_mb
 
 
+def describe_machine() -> str:
+    """One line for benchmark results: CPU, cores, memory, native bf16, OS, torch, GPU."""
+    memory_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    flags = cpu_flags()
+    bf16 = ", ".join(f for f in ("avx512_bf16", "amx_bf16") if f in flags) or "no avx512_bf16/amx"
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return (
+        f"{cpu_name()}, {os.cpu_count()} cores, {memory_gb:.0f} GiB, {bf16}, "
+        f"{platform.platform()}, torch {torch.__version__}, {gpu}"
+    )
+
+
 def memory_summary(device: torch.device, nvml: NvmlPeak | None) -> dict[str, Any]:
     """Every kind of peak memory measurable on `device`, in MB (None where not measurable)."""
     on_cuda = device.type == "cuda"

@@ -1,0 +1,127 @@
+"""Benchmark: run one experiment config offline on this machine and commit its report.
+
+    PEFTBENCH_DATA_DIR=../shared/data .venv/bin/python benchmarks/experiment.py CONFIG \\
+        --name NAME [--min-accuracy 0.75] [overrides...]
+
+Runs `peftbench run CONFIG overrides` into results/benchmark-<name>/ (restartable: runs that
+finished before are kept, so an interrupted benchmark is resumed by the same command), then
+writes benchmarks/results/<name>-<date>.md (date, machine, command, config, wall time, the
+per-run table, accuracy per epoch) and copies the full report (report.md, plots) next to it in
+<name>-<date>-report/. With --min-accuracy it exits 1 unless every final run beats it.
+
+Used for issue 2 (configs/imdb-minilm-cpu.yaml, --min-accuracy 0.75), issue 4
+(configs/imdb-minilm-cpu-seeds-search.yaml) and issue 7 (configs/imdb-minilm-all-methods.yaml).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+from peftbench.measure import describe_machine
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "config", type=Path, help="experiment YAML, e.g. configs/imdb-minilm-cpu.yaml"
+    )
+    parser.add_argument("--name", required=True, help="result file stem, e.g. minilm-cpu")
+    parser.add_argument("--min-accuracy", type=float, help="target: every final run above this")
+    parser.add_argument("overrides", nargs="*", help="config overrides such as data.train_size=500")
+    return parser.parse_intermixed_args()
+
+
+def load_records(output_dir: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted((output_dir / "runs").glob("*/record.json"))]
+
+
+def runs_wall_time_s(records: list[dict]) -> float | None:
+    """From the first run's start to the last run's end, across resumed invocations."""
+    try:
+        starts = [datetime.fromisoformat(r["run_info"]["started_at"]) for r in records]
+        ends = [datetime.fromisoformat(r["run_info"]["finished_at"]) for r in records]
+    except (KeyError, TypeError, ValueError):
+        return None
+    return (max(ends) - min(starts)).total_seconds() if records else None
+
+
+def main() -> int:
+    args = parse_args()
+    output_dir = ROOT / "results" / f"benchmark-{args.name}"
+    overrides = [*args.overrides, f"output_dir={output_dir}"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    env.setdefault("PEFTBENCH_DATA_DIR", str(ROOT.parent / "shared" / "data"))
+    command = [sys.executable, "-m", "peftbench.cli", "run", str(args.config), *overrides]
+    started = datetime.now(UTC)
+    code = subprocess.call(command, env=env, cwd=ROOT)
+    elapsed = (datetime.now(UTC) - started).total_seconds()
+
+    records = load_records(output_dir)
+    finals = [r for r in records if r["run_info"].get("role", "final") == "final"]
+    first = records[0] if records else {}
+    runs_wall = runs_wall_time_s(records)
+    stem = f"{args.name}-{started:%Y-%m-%d}"
+    shown_command = " ".join(
+        ["PEFTBENCH_DATA_DIR=../shared/data .venv/bin/python benchmarks/experiment.py"]
+        + [str(args.config), "--name", args.name]
+        + ([f"--min-accuracy {args.min_accuracy}"] if args.min_accuracy is not None else [])
+        + args.overrides
+    )
+    lines = [
+        f"# {args.name}: `{args.config}` on this machine — {started:%Y-%m-%d}",
+        "",
+        f"- date: {started:%Y-%m-%d %H:%M} UTC; this invocation {elapsed:.0f} s"
+        + (f"; runs from first start to last end {runs_wall:.0f} s" if runs_wall else ""),
+        f"- machine: {describe_machine()}; "
+        f"{first.get('meta_info', {}).get('torch_threads', '?')} torch "
+        "threads per run",
+        f"- command: `{shown_command}`",
+        f"- config: `{args.config}`, overrides {args.overrides or 'none'}; exit code {code}",
+        f"- data: {first.get('data_info', {}).get('source', '?')}, label balance "
+        f"{first.get('data_info', {}).get('label_balance', '?')}",
+        f"- {len(finals)} final runs, {len(records) - len(finals)} search runs; the full report "
+        f"(search, intervals across seeds, paired tests, recommendations, plots) is in "
+        f"`{stem}-report/report.md`",
+        "",
+        (output_dir / "summary.md").read_text() if (output_dir / "summary.md").exists() else "",
+        "## Accuracy per epoch (%)",
+        "",
+    ]
+    verdicts = []
+    for record in finals:
+        per_epoch = ", ".join(
+            f"{100 * e['eval']['accuracy']:.1f}" for e in record["train_info"].get("epochs", [])
+        )
+        line = f"- {record['run_id']}: {per_epoch or record['status']}"
+        if args.min_accuracy is not None:
+            accuracy = record["metrics"].get("accuracy")
+            ok = accuracy is not None and accuracy > args.min_accuracy
+            verdicts.append(ok)
+            line += f" — target > {100 * args.min_accuracy:.0f}%: " + ("met" if ok else "NOT met")
+        lines.append(line)
+
+    report_copy = RESULTS / f"{stem}-report"
+    shutil.rmtree(report_copy, ignore_errors=True)
+    report_copy.mkdir(parents=True)
+    if (output_dir / "report.md").exists():
+        shutil.copy2(output_dir / "report.md", report_copy / "report.md")
+    if (output_dir / "plots").is_dir():
+        shutil.copytree(output_dir / "plots", report_copy / "plots")
+    out = RESULTS / f"{stem}.md"
+    out.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    print(f"wrote {out} and {report_copy}/")
+    return 0 if code == 0 and all(verdicts) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
