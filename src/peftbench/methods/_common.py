@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -136,3 +136,38 @@ def guard_prompt_length(model: nn.Module, virtual_tokens: int, method: str) -> N
             )
 
     model.register_forward_pre_hook(check, with_kwargs=True)
+
+
+@dataclass
+class LycorisParams:
+    """What the LyCORIS methods (LoHa, LoKr) share; compared at LoRA's rank and targets."""
+
+    # No published rate for sequence classification; LoRA's (5e-4, Hu et al. 2021, table 9).
+    learning_rate: float = 5e-4
+    # PEFT's LoHaConfig / LoKrConfig defaults (r=8, alpha=8), on LoRA's targets.
+    r: int = 8
+    alpha: int = 8
+    rank_dropout: float = 0.0
+    module_dropout: float = 0.0
+    target_modules: list[str] = field(default_factory=lambda: ["query", "value"])
+    # Modules trained in full next to the adapter; null = the classification head (and the
+    # pooler of BERT-family models), see head_modules.
+    modules_to_save: list[str] | None = None
+
+    def validate(self) -> None:
+        if self.r <= 0 or self.alpha <= 0:
+            raise ValueError(f"r and alpha must be positive, got r={self.r}, alpha={self.alpha}")
+        if not self.target_modules:
+            raise ValueError("target_modules: name at least one module, e.g. [query, value]")
+
+
+def lycoris_options(model: nn.Module, params: LycorisParams) -> dict[str, Any]:
+    """The keyword arguments that PEFT's LoHaConfig and LoKrConfig share, from `params`."""
+    return {
+        "r": params.r,
+        "alpha": params.alpha,
+        "rank_dropout": params.rank_dropout,
+        "module_dropout": params.module_dropout,
+        "target_modules": list(params.target_modules),
+        "modules_to_save": head_modules(model, params.modules_to_save),
+    }
