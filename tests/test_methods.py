@@ -23,12 +23,14 @@ from peftbench.data import PreparedData, collate, prepare_data
 from peftbench.errors import PeftbenchError
 from peftbench.methods import Method, MethodContext, get_method, method_names
 from peftbench.models import (
+    TRAINED_TENSORS_FILE,
     build_random_model,
     count_parameters,
     load_architecture,
     load_model,
     load_tokenizer,
     load_trained,
+    save_trained_model,
 )
 from peftbench.train import set_seed, train_epoch
 
@@ -265,7 +267,9 @@ def _train_save_reload(
     assert not unchanged, f"never updated: {unchanged}"
 
     saved = tmp_path / "saved"
-    model.save_pretrained(saved)
+    save_trained_model(model, saved, base_reloadable=model_config.init == "pretrained")
+    if method.name in ("bitfit", "head_only"):  # a frozen plain base: only what it trained
+        assert [p.name for p in saved.iterdir()] == [TRAINED_TENSORS_FILE]
     quantize = params if method.uses_4bit_base(params) else None
     reloaded = load_trained(model_config, 2, saved, CPU, quantize)
     batch = collate(data.test, list(range(8)), data.pad_token_id, None)

@@ -210,6 +210,32 @@ def count_parameters(model: nn.Module) -> tuple[int, int]:
     return trainable, total
 
 
+# What a method that freezes part of a plain model (BitFit, head only) saves: its trained tensors.
+TRAINED_TENSORS_FILE = "trained_tensors.safetensors"
+
+
+def save_trained_model(model: nn.Module, directory: Path, base_reloadable: bool) -> None:
+    """Save what a run trained, in the form load_trained reads back.
+
+    A PEFT model saves its adapter and head. A plain model whose weights are partly frozen saves
+    just its trained tensors when the frozen base can be loaded again from its source
+    (`base_reloadable`: a pretrained model, not random weights); otherwise, and for full
+    fine-tuning, the whole model is saved.
+    """
+    from peft import PeftModel
+
+    trained = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    partly_frozen = len(trained) < len(list(model.parameters()))
+    if isinstance(model, PeftModel) or not partly_frozen or not base_reloadable:
+        model.save_pretrained(directory)
+        return
+    from safetensors.torch import save_file
+
+    directory.mkdir(parents=True, exist_ok=True)
+    tensors = {name: p.detach().cpu().contiguous() for name, p in trained.items()}
+    save_file(tensors, str(directory / TRAINED_TENSORS_FILE))
+
+
 def load_trained(
     model: ModelConfig,
     num_labels: int,
@@ -218,8 +244,20 @@ def load_trained(
     quantize: Any = None,
     compute_dtype: torch.dtype = torch.float32,
 ) -> nn.Module:
-    """Load what a run saved: a whole model (full fine-tuning) or base model + PEFT adapter."""
+    """Load what a run saved: a whole model, base + PEFT adapter, or base + trained tensors."""
     saved_dir = Path(saved_dir)
+    if (saved_dir / TRAINED_TENSORS_FILE).exists():
+        from safetensors.torch import load_file
+
+        base = load_model(model, num_labels, device, quantize, compute_dtype)
+        tensors = load_file(str(saved_dir / TRAINED_TENSORS_FILE), device=str(device))
+        unexpected = base.load_state_dict(tensors, strict=False).unexpected_keys
+        if unexpected:
+            raise PeftbenchError(
+                f"{saved_dir} holds tensors the model {model.name} does not have "
+                f"({', '.join(unexpected[:3])}); fix: load it with the model it was trained on"
+            )
+        return base
     if not (saved_dir / "adapter_config.json").exists():
         return AutoModelForSequenceClassification.from_pretrained(saved_dir).to(device)
     from peft import PeftModel

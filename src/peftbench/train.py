@@ -36,7 +36,7 @@ from peftbench.measure import (
     memory_summary,
 )
 from peftbench.methods import Method, MethodContext, get_method
-from peftbench.models import count_parameters, load_model
+from peftbench.models import count_parameters, load_model, save_trained_model
 from peftbench.results import (
     SCHEMA_VERSION,
     EpochMetrics,
@@ -241,11 +241,11 @@ def train_epoch(
     return sum(losses) / len(losses), len(losses), tokens
 
 
-def save_trained(model: torch.nn.Module, directory: Path) -> float:
-    """Save what the method trained (adapter + head, or the whole model); size in MB."""
+def save_trained(model: torch.nn.Module, directory: Path, model_config: ModelConfig) -> float:
+    """Save what the method trained (adapter + head, trained tensors, or the whole model); MB."""
     if directory.exists():
         shutil.rmtree(directory)
-    model.save_pretrained(directory)
+    save_trained_model(model, directory, base_reloadable=model_config.init == "pretrained")
     return directory_size_mb(directory)
 
 
@@ -357,7 +357,7 @@ def execute_run(spec: RunSpec, progress: dict[str, Any]) -> RunRecord:
 
     memory = memory_summary(device, nvml)
     model_dir = run_dir / "model"
-    model_size_mb = save_trained(model, model_dir)
+    model_size_mb = save_trained(model, model_dir, spec.model)
     if not training.keep_model:
         shutil.rmtree(model_dir)
     prediction_record: Predictions = {
