@@ -350,7 +350,8 @@ def execute_run(spec: RunSpec, progress: dict[str, Any]) -> RunRecord:
             {"epochs": epochs, "totals": totals, "predictions": predictions},
         )
         print(
-            f"  epoch {epoch}: train loss {loss:.4f}, test accuracy "
+            f"  epoch {epoch}: train loss {loss:.4f}, "
+            f"{'validation' if spec.role == 'search' else 'test'} accuracy "
             f"{100 * metrics['accuracy']:.2f}%, train {epoch_train:.1f} s, eval {epoch_eval:.1f} s",
             flush=True,
         )
