@@ -84,6 +84,14 @@ def test_a_label_can_run_a_method_with_other_settings() -> None:
         ),
         ({"training": {"epochs": 0}}, "training.epochs: must be a positive integer"),
         ({"training": {"precision": "fp8"}}, "expected 'auto' | 'fp32' | 'bf16' | 'fp16'"),
+        (
+            {"training": {"attention_dropout": 1.5}},
+            "training.attention_dropout: auto, model, or a probability in [0, 1), got 1.5",
+        ),
+        (
+            {"training": {"attention_dropout": "off"}},
+            "config.training.attention_dropout: got 'off', expected 'auto' | 'model' or a number",
+        ),
         ({"methods": {"lora": {"rank": 8}}}, "methods.lora: unknown field 'rank'"),
         ({"methods": {"lora": {"r": 0}}}, "r and alpha must be positive"),
         ({"methods": {"adapterx": {}}}, "unknown method 'adapterx'; registered methods: "),

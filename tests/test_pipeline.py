@@ -59,6 +59,8 @@ def _run(tiny_roberta: Path, prepared, tmp_path: Path, **training) -> dict:
         {"gradient_accumulation_steps": 4},
         {"gradient_checkpointing": True},
         {"attention": "eager"},
+        {"attention_dropout": "model"},
+        {"attention_dropout": 0.05},
         {"precision": "bf16"},
         {"group_by_length": False, "sort_eval_by_length": False},
     ],
@@ -77,6 +79,7 @@ def test_every_switch_runs(tiny_roberta: Path, prepared, tmp_path: Path, switch:
                 "group_by_length",
                 "sort_eval_by_length",
                 "compile",
+                "attention_dropout",
             )
         }
     record = _run(tiny_roberta, prepared, tmp_path, **training)
@@ -86,6 +89,11 @@ def test_every_switch_runs(tiny_roberta: Path, prepared, tmp_path: Path, switch:
         "bf16" if switch.get("precision") == "bf16" else record["train_info"]["precision"]
     )
     assert record["train_info"]["precision"] == expected_precision
+    # The tiny RoBERTa's own attention dropout is 0.1; the default on CPU + SDPA is none.
+    expected_dropout = {"model": 0.1, 0.05: 0.05}.get(training.get("attention_dropout"), 0.0)
+    if switch.get("attention") == "eager":
+        expected_dropout = 0.1
+    assert record["train_info"]["attention_dropout"] == pytest.approx(expected_dropout)
 
 
 def test_torch_compile_runs(tiny_roberta: Path, prepared, tmp_path: Path) -> None:
@@ -98,6 +106,33 @@ def test_reference_pipeline_is_the_studys_way() -> None:
     assert reference.padding == "max_length"
     assert reference.precision == "fp32"
     assert not reference.group_by_length and not reference.sort_eval_by_length
+    assert reference.attention_dropout == "model"
+
+
+@pytest.mark.parametrize("choice", ["auto", "model", 0.05])
+def test_attention_dropout_reaches_attention_only(tiny_roberta: Path, choice) -> None:
+    model = load_model(ModelConfig(name=str(tiny_roberta)), 2, CPU, attention_dropout=choice)
+    expected = {"auto": 0.0, "model": 0.1, 0.05: 0.05}[choice]
+    attention = [m for n, m in model.named_modules() if n.endswith("attention.self.dropout")]
+    others = [m for n, m in model.named_modules() if n.endswith("dropout") and m not in attention]
+    assert attention and all(m.p == pytest.approx(expected) for m in attention)
+    assert others and all(m.p == pytest.approx(0.1) for m in others)  # hidden dropout kept
+    # With the other dropouts off, training-mode outputs repeat exactly only without it.
+    for module in others:
+        module.p = 0.0
+    model.train()
+    ids = torch.randint(5, 100, (2, 24))
+    first, second = model(input_ids=ids).logits, model(input_ids=ids).logits
+    assert torch.equal(first, second) == (expected == 0.0)
+
+
+def test_attention_dropout_auto_keeps_the_model_value_with_eager_attention(
+    tiny_roberta: Path,
+) -> None:
+    model = load_model(
+        ModelConfig(name=str(tiny_roberta)), 2, CPU, attention="eager", attention_dropout="auto"
+    )
+    assert model.config.attention_probs_dropout_prob == pytest.approx(0.1)
 
 
 def test_padding_and_sorting_change_no_prediction(tiny_roberta: Path, prepared) -> None:

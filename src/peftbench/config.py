@@ -83,8 +83,8 @@ class TrainingConfig:
     # Evaluate in batches sorted by length (predictions are put back in order).
     sort_eval_by_length: bool = True
     # "reference" reproduces the study's pipeline to measure against: every example padded to
-    # max_length, fp32, no length grouping, no sorting, no compilation. It overrides the
-    # fields above.
+    # max_length, fp32, no length grouping, no sorting, no compilation, the model's attention
+    # dropout. It overrides those fields.
     pipeline: Literal["default", "reference"] = "default"
     # The optimiser step still sees train_batch_size examples; each forward/backward sees
     # train_batch_size / gradient_accumulation_steps of them (less activation memory).
@@ -96,6 +96,13 @@ class TrainingConfig:
     compile: bool = False
     # Attention kernel: PyTorch's scaled_dot_product_attention, or the eager reference code.
     attention: Literal["sdpa", "eager"] = "sdpa"
+    # Dropout on the attention probabilities while training. PyTorch's fused CPU attention
+    # kernel has no dropout: with it, SDPA falls back to unfused code that materialises and
+    # masks every score, 2-3x slower per training step at 256-512 tokens (measured:
+    # benchmarks/results/profile-cpu-*). "auto": none on CPU with sdpa attention, the model's
+    # own value elsewhere (CUDA kernels apply it fused); "model": the model's own value
+    # (0.1 for BERT and RoBERTa); a number: that probability.
+    attention_dropout: Literal["auto", "model"] | float = "auto"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     # Threads for CPU math; null leaves PyTorch's default (one per core).
     num_threads: int | None = None
@@ -268,6 +275,11 @@ def _validate_numbers(config: ExperimentConfig) -> None:
             f"training.gradient_accumulation_steps ({t.gradient_accumulation_steps}) cannot "
             f"exceed training.train_batch_size ({t.train_batch_size})"
         )
+    if isinstance(t.attention_dropout, float) and not 0.0 <= t.attention_dropout < 1.0:
+        raise ConfigError(
+            f"training.attention_dropout: auto, model, or a probability in [0, 1), "
+            f"got {t.attention_dropout}"
+        )
     if t.weight_decay < 0 or t.max_grad_norm <= 0:
         raise ConfigError("training.weight_decay must be >= 0 and training.max_grad_norm > 0")
     _positive(config.data.train_size, "data.train_size", allow_none=True)
@@ -349,6 +361,7 @@ def reference_pipeline(training: TrainingConfig) -> TrainingConfig:
         group_by_length=False,
         sort_eval_by_length=False,
         compile=False,
+        attention_dropout="model",
     )
 
 

@@ -151,6 +151,37 @@ def _disable_cpu_inference_repacking(model: nn.Module) -> None:
             module.support_avx512bf16_for_cpu = False
 
 
+# Where encoder architectures keep the dropout on attention probabilities (BERT, RoBERTa,
+# ELECTRA, DeBERTa, XLM-R; DistilBERT, ModernBERT).
+ATTENTION_DROPOUT_FIELDS = ("attention_probs_dropout_prob", "attention_dropout")
+
+
+def attention_dropout_of(config: PretrainedConfig) -> float | None:
+    """The architecture's attention-dropout probability, or None if it has no such setting."""
+    for field in ATTENTION_DROPOUT_FIELDS:
+        if hasattr(config, field):
+            return float(getattr(config, field))
+    return None
+
+
+def set_attention_dropout(
+    config: PretrainedConfig, choice: str | float, device: torch.device, attention: str
+) -> None:
+    """Apply training.attention_dropout (see TrainingConfig) to the architecture config."""
+    if choice == "model" or (choice == "auto" and (device.type != "cpu" or attention != "sdpa")):
+        return
+    probability = 0.0 if choice == "auto" else float(choice)
+    field = next((f for f in ATTENTION_DROPOUT_FIELDS if hasattr(config, f)), None)
+    if field is None:
+        if choice == "auto":
+            return
+        raise PeftbenchError(
+            f"training.attention_dropout: the {config.model_type} architecture has no attention "
+            f"dropout setting ({' or '.join(ATTENTION_DROPOUT_FIELDS)}); fix: set it to model"
+        )
+    setattr(config, field, probability)
+
+
 def load_model(
     model: ModelConfig,
     num_labels: int,
@@ -158,9 +189,11 @@ def load_model(
     quantize: Any = None,
     compute_dtype: torch.dtype = torch.float32,
     attention: str = "sdpa",
+    attention_dropout: str | float = "model",
 ) -> nn.Module:
     """The base classification model on `device`; `quantize` (QLoRA params) loads it in 4-bit."""
     config = load_architecture(model, num_labels)
+    set_attention_dropout(config, attention_dropout, device, attention)
     if quantize is None:
         if model.init == "random":
             return build_random_model(config, attention).to(device)

@@ -59,7 +59,8 @@ class RunRecord(TypedDict):
     train_info: dict[str, Any]
     #   epochs: list[EpochMetrics]; train_time_s, eval_time_s (totals, s); train_steps;
     #   train_tokens (real, non-padding tokens seen in training); train_tokens_per_s;
-    #   eval_examples_per_s; precision (the dtype used: fp32 / bf16 / fp16)
+    #   eval_examples_per_s; precision (the dtype used: fp32 / bf16 / fp16);
+    #   attention_dropout (the probability trained with; null if the model has none)
     metrics: dict[str, float]
     #   final test-set metrics after the last epoch: accuracy, macro_f1, precision, recall,
     #   loss (fractions in [0, 1], loss in nats)

@@ -36,7 +36,12 @@ from peftbench.measure import (
     memory_summary,
 )
 from peftbench.methods import Method, MethodContext, get_method
-from peftbench.models import count_parameters, load_model, save_trained_model
+from peftbench.models import (
+    attention_dropout_of,
+    count_parameters,
+    load_model,
+    save_trained_model,
+)
 from peftbench.results import (
     SCHEMA_VERSION,
     EpochMetrics,
@@ -272,8 +277,15 @@ def execute_run(spec: RunSpec, progress: dict[str, Any]) -> RunRecord:
         compute_dtype = DTYPES[compute]
     total_steps = training.epochs * math.ceil(len(data.train) / training.train_batch_size)
     model = load_model(
-        spec.model, data.num_labels, device, quantize, compute_dtype, training.attention
+        spec.model,
+        data.num_labels,
+        device,
+        quantize,
+        compute_dtype,
+        training.attention,
+        training.attention_dropout,
     )
+    attention_dropout = attention_dropout_of(model.config)
     if training.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model = method.apply(model, spec.params, MethodContext(total_steps=total_steps))
@@ -391,6 +403,7 @@ def execute_run(spec: RunSpec, progress: dict[str, Any]) -> RunRecord:
             if eval_time
             else None,
             "precision": precision,
+            "attention_dropout": attention_dropout,
             "flops": flops_summary(
                 flop_shape,
                 [len(ids) for ids in data.train.input_ids],
