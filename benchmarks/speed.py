@@ -93,6 +93,7 @@ def measures(row: dict, peaks: dict) -> dict:
     labels, predicted = row["predictions"]["labels"], row["predictions"]["predictions"]
     return {
         "precision": info["precision"],
+        "attention_dropout": info.get("attention_dropout"),
         "train_s": info["train_time_s"],
         "e2e_s": info["train_time_s"] + info["eval_time_s"],
         "tokens_per_s": info["train_tokens_per_s"],
@@ -107,19 +108,20 @@ def measures(row: dict, peaks: dict) -> dict:
 
 def run_table(rows: list[dict]) -> list[str]:
     lines = [
-        "| run | dtype | process s | train s | train+eval s | tokens/s | MFU | peak RSS MB "
-        "| accuracy [95% CI] |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---|",
+        "| run | dtype | attention dropout | process s | train s | train+eval s | tokens/s | MFU "
+        "| peak RSS MB | accuracy [95% CI] |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for row in rows:
         m, name = row["m"], f"{row['method']}-{row['pipeline']}"
         if not m:
-            lines.append(f"| {name} | FAILED (exit {row['code']}) | {row['wall_s']:.1f} |||||||")
+            lines.append(f"| {name} | FAILED (exit {row['code']}) || {row['wall_s']:.1f} |||||||")
             continue
         acc = m["accuracy"]
         mfu = f"{100 * m['mfu']:.1f}%" if m["mfu"] is not None else "?"
         lines.append(
-            f"| {name} | {m['precision']} | {row['wall_s']:.1f} | {m['train_s']:.1f} "
+            f"| {name} | {m['precision']} | {m['attention_dropout']} | {row['wall_s']:.1f} "
+            f"| {m['train_s']:.1f} "
             f"| {m['e2e_s']:.1f} | {m['tokens_per_s']:.0f} | {mfu}"
             f"{'' if m['peak_matches'] else ' (other peak!)'} | {m['rss_mb']:.0f} "
             f"| {100 * acc.estimate:.1f} [{100 * acc.low:.1f}, {100 * acc.high:.1f}] |"
