@@ -68,7 +68,7 @@ def main() -> int:
 
     records = load_records(output_dir)
     finals = [r for r in records if r["run_info"].get("role", "final") == "final"]
-    first = records[0] if records else {}
+    first = (finals or records or [{}])[0]
     runs_wall = runs_wall_time_s(records)
     stem = f"{args.name}-{started:%Y-%m-%d}"
     shown_command = " ".join(
