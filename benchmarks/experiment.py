@@ -16,7 +16,6 @@ Used for issue 2 (configs/imdb-minilm-cpu.yaml, --min-accuracy 0.75), issue 4
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import subprocess
@@ -25,6 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from peftbench.measure import describe_machine
+from peftbench.results import load_records
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -39,10 +39,6 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--min-accuracy", type=float, help="target: every final run above this")
     parser.add_argument("overrides", nargs="*", help="config overrides such as data.train_size=500")
     return parser.parse_intermixed_args()
-
-
-def load_records(output_dir: Path) -> list[dict]:
-    return [json.loads(p.read_text()) for p in sorted((output_dir / "runs").glob("*/record.json"))]
 
 
 def runs_wall_time_s(records: list[dict]) -> float | None:
@@ -66,7 +62,7 @@ def main() -> int:
     code = subprocess.call(command, env=env, cwd=ROOT)
     elapsed = (datetime.now(UTC) - started).total_seconds()
 
-    records = load_records(output_dir)
+    records, _ = load_records(output_dir)
     finals = [r for r in records if r["run_info"].get("role", "final") == "final"]
     first = (finals or records or [{}])[0]
     runs_wall = runs_wall_time_s(records)

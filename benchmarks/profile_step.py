@@ -13,6 +13,7 @@ nothing is counted twice) and the top operators.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import tempfile
@@ -25,7 +26,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from peftbench.config import load_config
-from peftbench.data import PreparedData, TokenizedSplit, batch_order, prepare_data
+from peftbench.data import PreparedData, batch_order, prepare_data
 from peftbench.flops import flops_summary, model_shape, peak_flops
 from peftbench.measure import describe_machine
 from peftbench.methods import MethodContext, get_method
@@ -109,12 +110,7 @@ def main() -> int:
     order = [i for batch in batch_order(lengths, BATCH, 1000, True) for i in batch]
 
     def subset(indices: list[int]) -> PreparedData:
-        split = TokenizedSplit(
-            [data.train.input_ids[i] for i in indices],
-            [data.train.labels[i] for i in indices],
-            [data.train.example_ids[i] for i in indices],
-        )
-        return PreparedData(split, data.test, data.pad_token_id, data.label_names, data.info)
+        return dataclasses.replace(data, train=data.train.select(indices))
 
     def run(part: PreparedData) -> tuple[float, int]:
         start = time.perf_counter()

@@ -35,6 +35,7 @@ from peftbench import stats
 from peftbench.config import load_raw
 from peftbench.flops import peak_flops
 from peftbench.measure import cpu_has_native_bf16, describe_machine
+from peftbench.results import load_records, predictions_path
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "configs" / "imdb-minilm-cpu.yaml"
@@ -75,10 +76,10 @@ def run_one(method: str, pipeline: str, args: argparse.Namespace, env: dict) -> 
     code = subprocess.call(command, env=env, cwd=ROOT)
     row = {"method": method, "pipeline": pipeline, "code": code}
     row["wall_s"] = time.perf_counter() - started
-    records = sorted((out / "runs").glob("*/record.json"))
+    records, _ = load_records(out)
     if records:
-        row["record"] = json.loads(records[0].read_text())
-        predictions = records[0].with_name("predictions.json")
+        row["record"] = records[0]
+        predictions = predictions_path(out, records[0]["run_id"])
         if predictions.exists():
             row["predictions"] = json.loads(predictions.read_text())
     return row

@@ -25,6 +25,7 @@ import json
 from pathlib import Path
 
 from peftbench import stats
+from peftbench.results import load_records, predictions_path
 
 ROOT = Path(__file__).resolve().parent.parent
 VARIANTS = {
@@ -46,11 +47,11 @@ def load(directories: list[Path]) -> dict[int, dict]:
     """seed -> {accuracy, train_s, labels, predictions} of every finished LoRA run."""
     runs = {}
     for directory in directories:
-        for record_file in sorted(directory.glob("runs/lora-seed*/record.json")):
-            record = json.loads(record_file.read_text())
-            if record["status"] != "success":
+        for record in load_records(directory)[0]:
+            if record["run_info"]["method"] != "lora" or record["status"] != "success":
                 continue
-            predictions = json.loads((record_file.parent / "predictions.json").read_text())
+            path = predictions_path(directory, record["run_id"])
+            predictions = json.loads(path.read_text())
             runs[record["run_info"]["seed"]] = {
                 "accuracy": record["metrics"]["accuracy"],
                 "train_s": record["train_info"]["train_time_s"],

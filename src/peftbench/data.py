@@ -41,6 +41,14 @@ class TokenizedSplit:
     def __len__(self) -> int:
         return len(self.labels)
 
+    def select(self, indices: list[int]) -> TokenizedSplit:
+        """The examples at `indices`, in that order."""
+        return TokenizedSplit(
+            [self.input_ids[i] for i in indices],
+            [self.labels[i] for i in indices],
+            [self.example_ids[i] for i in indices],
+        )
+
 
 @dataclass
 class PreparedData:
@@ -407,13 +415,6 @@ def carve_validation(prepared: PreparedData, size: float, seed: int) -> Prepared
     rest = [i for i in range(len(train)) if i not in chosen]
     held = sorted(chosen)
 
-    def take(indices: list[int]) -> TokenizedSplit:
-        return TokenizedSplit(
-            [train.input_ids[i] for i in indices],
-            [train.labels[i] for i in indices],
-            [train.example_ids[i] for i in indices],
-        )
-
     names = prepared.label_names
     info = {
         **prepared.info,
@@ -425,7 +426,7 @@ def carve_validation(prepared: PreparedData, size: float, seed: int) -> Prepared
             for split, idx in (("train", rest), ("validation", held))
         },
     }
-    return PreparedData(take(rest), take(held), prepared.pad_token_id, names, info)
+    return PreparedData(train.select(rest), train.select(held), prepared.pad_token_id, names, info)
 
 
 def _to_cache(prepared: PreparedData) -> dict:

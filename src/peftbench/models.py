@@ -156,12 +156,14 @@ def _disable_cpu_inference_repacking(model: nn.Module) -> None:
 ATTENTION_DROPOUT_FIELDS = ("attention_probs_dropout_prob", "attention_dropout")
 
 
+def _attention_dropout_field(config: PretrainedConfig) -> str | None:
+    return next((f for f in ATTENTION_DROPOUT_FIELDS if hasattr(config, f)), None)
+
+
 def attention_dropout_of(config: PretrainedConfig) -> float | None:
     """The architecture's attention-dropout probability, or None if it has no such setting."""
-    for field in ATTENTION_DROPOUT_FIELDS:
-        if hasattr(config, field):
-            return float(getattr(config, field))
-    return None
+    field = _attention_dropout_field(config)
+    return None if field is None else float(getattr(config, field))
 
 
 def set_attention_dropout(
@@ -171,7 +173,7 @@ def set_attention_dropout(
     if choice == "model" or (choice == "auto" and (device.type != "cpu" or attention != "sdpa")):
         return
     probability = 0.0 if choice == "auto" else float(choice)
-    field = next((f for f in ATTENTION_DROPOUT_FIELDS if hasattr(config, f)), None)
+    field = _attention_dropout_field(config)
     if field is None:
         if choice == "auto":
             return
