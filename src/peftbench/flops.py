@@ -256,9 +256,13 @@ def _datasheet(device: torch.device, dtype: torch.dtype) -> float | None:
 
 
 def _measure_matmul(device: torch.device, dtype: torch.dtype, size: int, repeats: int) -> float:
-    """Best FLOP/s of a size³ matmul on `device` over `repeats` timed batches."""
-    a = torch.randn(size, size, device=device).to(dtype)
-    b = torch.randn(size, size, device=device).to(dtype)
+    """Best FLOP/s of a size³ matmul on `device` over `repeats` timed batches.
+
+    The operands come from a private generator: a measurement must never advance the global
+    RNG, or a run's initialisation and dropout would depend on whether the peak was cached."""
+    generator = torch.Generator(device=device).manual_seed(0)
+    a = torch.randn(size, size, device=device, generator=generator).to(dtype)
+    b = torch.randn(size, size, device=device, generator=generator).to(dtype)
     per_batch = 10 if device.type == "cuda" else 1  # several kernels per timing on a GPU
     best = float("inf")
     for attempt in range(repeats + 1):  # the first is a warm-up

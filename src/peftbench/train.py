@@ -259,12 +259,13 @@ def execute_run(spec: RunSpec, progress: dict[str, Any]) -> RunRecord:
     training = spec.training
     if training.num_threads:
         torch.set_num_threads(training.num_threads)
-    set_seed(spec.seed)
     device = pick_device(training.device)
     precision = pick_precision(training.precision, device)
     # Measured once per machine and cached; done before the model loads and before NVML
-    # sampling starts, so the micro-benchmark stays out of the run's peak memory.
+    # sampling starts, so the micro-benchmark stays out of the run's peak memory, and before
+    # seeding, so that a run's random stream never depends on whether the peak was cached.
     peak = peak_flops(device, DTYPES[precision])
+    set_seed(spec.seed)
     data = load_prepared(Path(spec.data_cache))
     progress["data_info"] = data.info
     method = get_method(spec.method)
