@@ -67,9 +67,7 @@ def _count(method: Method, architecture: Any, params: Any, context: MethodContex
         # Random weights from a fixed seed, without touching the caller's random stream.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
-            return count_parameters(
-                method.apply(build_random_model(architecture), params, context)
-            )
+            return count_parameters(method.apply(build_random_model(architecture), params, context))
 
 
 BYTES_FP32 = 4
