@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from peftbench.recommend import (
+from peftbench.report.recommend import (
     MethodStats,
     accuracy_noise,
     binomial_half_width,
@@ -20,7 +20,7 @@ from peftbench.recommend import (
     recommend,
     within_margin,
 )
-from peftbench.significance import PairComparison, SeedComparison
+from peftbench.report.significance import PairComparison, SeedComparison
 from peftbench.stats import McNemar, PairedBootstrap, mcnemar_p
 
 MEM = "cuda_peak_allocated_mb"

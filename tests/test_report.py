@@ -18,8 +18,8 @@ from PIL import Image
 
 from peftbench.errors import PeftbenchError
 from peftbench.report import ReportResult, build_report, load_runs, memory_key, summarize
+from peftbench.report.significance import RunPredictions, Settings, compare_methods
 from peftbench.results import SCHEMA_VERSION, predictions_path, record_path, write_json_atomic
-from peftbench.significance import RunPredictions, Settings, compare_methods
 from peftbench.stats import mcnemar_p
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -179,8 +179,8 @@ def test_markdown_tables_and_recommendations(built: tuple[Path, ReportResult]) -
     assert {p.name for p in result.files} >= {
         "report.md",
         "report.html",
-        "report_runs.csv",
-        "report_summary.csv",
+        "summary.csv",
+        "methods.csv",
     }
     md = (out / "report.md").read_text()
     assert "| imdb-roberta | LoRA | 3 success, 1 not successful | 3 | 88.50 ± 0.50 |" in md
@@ -231,14 +231,14 @@ def test_html_is_self_contained(built: tuple[Path, ReportResult]) -> None:
 
 def test_csv_has_one_row_per_run_with_raw_values(experiment: Path) -> None:
     result = build_report([experiment], formats=("csv",))
-    assert {p.name for p in result.files} == {"report_runs.csv", "report_summary.csv"}
-    rows = list(csv.DictReader(io.StringIO((experiment / "report_runs.csv").read_text())))
+    assert {p.name for p in result.files} == {"summary.csv", "methods.csv"}
+    rows = list(csv.DictReader(io.StringIO((experiment / "summary.csv").read_text())))
     assert len(rows) == 7  # Full, LoRA x 3 + failed seed 4, QLoRA, IA3
     full = next(r for r in rows if r["label"] == "Full")
     assert float(full["accuracy"]) == 0.89 and full["trainable_params"] == "124647170"
     failed = next(r for r in rows if r["status"] == "failed")
     assert failed["error_type"] == "NonFiniteLoss"
-    summary = list(csv.DictReader(io.StringIO((experiment / "report_summary.csv").read_text())))
+    summary = list(csv.DictReader(io.StringIO((experiment / "methods.csv").read_text())))
     lora = next(r for r in summary if r["method"] == "LoRA")
     assert lora["n_seeds"] == "3" and float(lora["accuracy_std"]) == pytest.approx(0.005)
     assert not (experiment / "report.md").exists() and not (experiment / "plots").exists()
@@ -364,7 +364,7 @@ def test_significance_table_in_markdown_html_and_csv(tested: tuple[Path, ReportR
     html = (out / "report.html").read_text()
     assert "<th>McNemar p</th>" in html and '<td class="n">0.0987</td>' in html
     assert '<li class="significant">' in html and '<li class="noise">' in html
-    rows = list(csv.DictReader(io.StringIO((out / "report_significance.csv").read_text())))
+    rows = list(csv.DictReader(io.StringIO((out / "significance.csv").read_text())))
     # methods in report order (run directories sorted: full, ia3, lora), A the more accurate
     assert [(r["method_a"], r["method_b"], r["significant"]) for r in rows] == [
         ("Full", "IA3", "True"),
@@ -482,7 +482,7 @@ def test_runs_on_different_test_examples_are_not_paired(tmp_path: Path) -> None:
     result = build_report([out], formats=("csv",), resamples=100)
     assert any("did not predict the same test examples" in m for m in result.skipped)
     assert result.comparisons["imdb-roberta"] == []
-    assert not (out / "report_significance.csv").exists()
+    assert not (out / "significance.csv").exists()
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

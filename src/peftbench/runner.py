@@ -37,7 +37,6 @@ from peftbench.results import (
     read_record,
     write_json_atomic,
 )
-from peftbench.table import render_csv, render_markdown
 from peftbench.train import RunSpec, failure_record, run_worker
 
 LOCK_FILE = ".peftbench.lock"
@@ -181,10 +180,9 @@ def _record_if_missing(
 
 def write_summary(output_dir: Path, records: list[RunRecord]) -> str:
     """Write summary.md and summary.csv next to the runs; return the Markdown table."""
-    table = render_markdown(records)
-    (output_dir / "summary.md").write_text(table, encoding="utf-8")
-    (output_dir / "summary.csv").write_text(render_csv(records), encoding="utf-8")
-    return table
+    from peftbench.report import write_summary as write_results_table
+
+    return write_results_table(output_dir, records)
 
 
 def check_resources(config: ExperimentConfig) -> None:

@@ -8,18 +8,18 @@ saved as PNG and SVG.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from peftbench.recommend import ACCURACY, MethodStats, cost_label, pareto_front
-from peftbench.table import COLUMNS_BY_KEY
+from peftbench.report.columns import COLUMNS_BY_KEY, PUBLISHED_MEMORY_KEY
+from peftbench.report.recommend import ACCURACY, cost_label, pareto_front
+from peftbench.report.runs import LearningCurve, MethodStats
 
 GPU_MEMORY_KEYS = ("cuda_peak_allocated_mb", "cuda_peak_reserved_mb", "nvml_peak_used_mb")
-PUBLISHED_MEMORY_KEY = "published_gpu_memory_mb"  # in MethodStats.mean of reference rows only
 LINESTYLES = ("-", "--", ":", "-.")  # one per experiment in the learning curves
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">")
 PALETTE = (
@@ -45,19 +45,6 @@ class Plot:
     caption: str
     png: Path
     svg: Path
-
-
-@dataclass
-class LearningCurve:
-    """Per-epoch figures of one method, averaged over its successful seeds."""
-
-    name: str
-    label: str
-    group: str = ""
-    epochs: list[int] = field(default_factory=list)
-    accuracy: list[float | None] = field(default_factory=list)  # eval accuracy, fraction
-    accuracy_std: list[float | None] = field(default_factory=list)
-    train_loss: list[float | None] = field(default_factory=list)  # nats
 
 
 def axis_label(key: str) -> str:

@@ -1,26 +1,26 @@
-"""The report's statistics: per-run intervals, paired tests between methods, and their tables.
+"""The report's statistics: per-run intervals and paired tests between methods.
 
 Works on the test-set predictions each run saves (`results.Predictions`): a percentile
 bootstrap interval of each run's accuracy and macro-F1, a t interval across seeds, and for
 every pair of methods of an experiment, per seed both ran, McNemar's exact test and a paired
 bootstrap of the accuracy difference, Holm-corrected over all comparisons of the experiment.
-The statistics themselves are in `peftbench.stats`; this module reads, pairs and tabulates.
+The statistics themselves are in `peftbench.stats`; this module reads and pairs the runs'
+predictions; `report.document` turns the results into tables.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 import zlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
+from peftbench.report.runs import MethodStats, Run
 from peftbench.results import predictions_path
 from peftbench.stats import (
     DEFAULT_ALPHA,
@@ -37,9 +37,6 @@ from peftbench.stats import (
     paired_bootstrap,
     seed_interval,
 )
-
-if TYPE_CHECKING:
-    from peftbench.report import Run
 
 
 class PredictionsError(Exception):
@@ -397,9 +394,6 @@ def run_statistics(runs: Sequence[Run], settings: Settings) -> Statistics:
     return result
 
 
-# ----- tables (headers and formatted rows; the report renders them) -----
-
-
 def fmt_p(p: float) -> str:
     """A p-value to four decimals, '< 0.0001' below that."""
     return "< 0.0001" if p < 1e-4 else f"{p:.4f}"
@@ -411,148 +405,20 @@ def p_is(p: float) -> str:
     return f"p {text}" if text.startswith("<") else f"p = {text}"
 
 
-def _pct(value: float) -> str:
-    return f"{100 * value:.2f}"
-
-
-def _range(interval: Interval, signed: bool = False) -> str:
-    sign = "+" if signed else ""
-    return f"[{100 * interval.low:{sign}.2f}, {100 * interval.high:{sign}.2f}]"
-
-
-def interval_rows(
-    methods: Sequence[MethodIntervals], several: bool
-) -> tuple[list[str], list[list[str]]]:
-    """Headers and rows of the interval table: one row per run, one per method across seeds."""
-    headers = (["experiment"] if several else []) + [
-        "method",
-        "seed",
-        "run",
-        "n test",
-        "accuracy (%)",
-        "accuracy CI (%)",
-        "macro-F1 (%)",
-        "macro-F1 CI (%)",
-    ]
-    rows = []
-    for m in methods:
-        lead = [m.group] if several else []
-        for run in m.runs:
-            cells = [str(run.seed), run.run_id, f"{run.n:,}"]
-            for metric in METRICS:
-                interval = run.intervals[metric]
-                cells += [_pct(interval.estimate), _range(interval)]
-            rows.append(lead + [m.label] + cells)
-        if m.across_seeds:
-            cells = [f"mean of {m.n_seeds}", "across seeds", "—"]
-            for metric in METRICS:
-                interval = m.across_seeds.get(metric)
-                cells += [_pct(interval.estimate), _range(interval)] if interval else ["—", "—"]
-            rows.append(lead + [m.label] + cells)
-    return headers, rows
-
-
-def comparison_rows(
-    pairs: Sequence[PairComparison], several: bool
-) -> tuple[list[str], list[list[str]]]:
-    """Headers and rows of the significance table: one row per seed, a summary per pair."""
-    headers = (["experiment"] if several else []) + [
-        "A",
-        "B",
-        "seed",
-        "n test",
-        "A − B (pp)",
-        "CI (pp)",
-        "only A right / only B right",
-        "McNemar p",
-        "Holm p",
-        "significant",
-    ]
-    rows = []
-    for pair in pairs:
-        lead = ([pair.group] if several else []) + [pair.a, pair.b]
-        for s in pair.seeds:
-            rows.append(
-                lead
-                + [
-                    str(s.seed),
-                    f"{s.n:,}",
-                    f"{100 * s.difference:+.2f}",
-                    _range(s.bootstrap.interval, signed=True),
-                    f"{s.mcnemar.b:,} / {s.mcnemar.c:,}",
-                    fmt_p(s.mcnemar.p_value),
-                    fmt_p(s.holm_p),
-                    "yes" if s.significant else "no",
-                ]
-            )
-        if len(pair.seeds) > 1:
-            ci = _range(pair.across_seeds, signed=True) if pair.across_seeds else "—"
-            verdict = "yes" if pair.significant else "no"
-            rows.append(
-                lead
-                + [
-                    f"mean of {len(pair.seeds)}",
-                    "—",
-                    f"{100 * pair.mean_difference:+.2f}",
-                    ci,
-                    "—",
-                    "—",
-                    f"max {fmt_p(pair.p_value)}",
-                    f"{verdict} ({pair.significant_seeds}/{len(pair.seeds)} seeds)",
-                ]
-            )
-    return headers, rows
-
-
-def significance_csv(statistics: Statistics) -> str:
-    """One row per seed comparison: both runs, difference, interval, counts and p-values."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(
-        [
-            "experiment",
-            "method_a",
-            "method_b",
-            "seed",
-            "run_a",
-            "run_b",
-            "n_test",
-            "accuracy_difference",
-            "ci_low",
-            "ci_high",
-            "ci_level",
-            "bootstrap_p",
-            "only_a_right",
-            "only_b_right",
-            "mcnemar_p",
-            "holm_p",
-            "significant",
-        ]
-    )
-    for group, pairs in statistics.comparisons.items():
-        for pair in pairs:
-            for s in pair.seeds:
-                boot = s.bootstrap
-                writer.writerow(
-                    [group, pair.a, pair.b, s.seed, s.run_a, s.run_b, s.n, boot.difference]
-                    + [boot.low, boot.high, boot.level, boot.p_value, s.mcnemar.b, s.mcnemar.c]
-                    + [s.mcnemar.p_value, s.holm_p, s.significant]
-                )
-    return buffer.getvalue()
-
-
-def describe(settings: Settings) -> str:
-    """How the intervals and tests are computed, in words, for the report."""
-    level = f"{100 * settings.level:g} %"
-    return (
-        f"Per run: {level} percentile bootstrap intervals over test examples "
-        f"({settings.resamples:,} resamples). Across seeds: mean ± t interval of the per-seed "
-        f"values (n − 1 degrees of freedom). Between methods, per seed both ran on the same test "
-        f"examples: McNemar's exact test on the examples only one of them got right, and a "
-        f"paired bootstrap {level} interval of the accuracy difference A − B (A: the higher "
-        f"mean). McNemar p-values are Holm–Bonferroni corrected over all comparisons of the "
-        f"experiment; significant means Holm p ≤ {settings.alpha:g}. With several seeds, a pair "
-        f"counts as significant only when every seed's comparison is, in the same direction; "
-        f"the summary row gives the mean difference and the t interval of the per-seed "
-        f"differences."
-    )
+def with_intervals(stats: Sequence[MethodStats], statistics: Statistics) -> list[MethodStats]:
+    """Each method with its accuracy interval: t over seeds, or the one run's bootstrap CI."""
+    found = {(m.group, m.label): m for m in statistics.intervals}
+    level = f"{100 * statistics.settings.level:g} %"
+    result = []
+    for s in stats:
+        m = found.get((s.group, s.label))
+        across = m.across_seeds.get("accuracy") if m else None
+        if across is not None:
+            kind = f"{level} t interval over {s.n_seeds} seeds"
+            s = replace(s, accuracy_interval=(across.low, across.high), interval_kind=kind)
+        elif m and s.n_seeds == 1 and len(m.runs) == 1:
+            run = m.runs[0].intervals["accuracy"]
+            kind = f"{level} bootstrap CI"
+            s = replace(s, accuracy_interval=(run.low, run.high), interval_kind=kind)
+        result.append(s)
+    return result

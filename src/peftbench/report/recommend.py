@@ -1,12 +1,12 @@
 """Recommendations from the numbers: pure functions over plain figures, no I/O.
 
 Whether one method is more accurate than another is decided by the paired tests of
-`peftbench.significance` where both methods' predictions were compared, and otherwise by the
+`report.significance` where both methods' predictions were compared, and otherwise by the
 binomial-noise rule (a gap smaller than the larger of the binomial half-width and the seed std
 counts as a tie). A method is never called better when its lead is not significant.
 
-Every figure is keyed by a `table.COLUMNS` key and read in the direction that column declares
-(`higher_is_better`), so the Pareto front and the rankings never restate which way is better.
+Every figure is keyed by a `report.columns.COLUMNS` key and read in the direction that column
+declares (`higher_is_better`), so the Pareto front and rankings never restate which way is better.
 Accuracies are fractions in [0, 1]; a margin of 0.01 is one percentage point (pp).
 """
 
@@ -17,9 +17,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from peftbench.significance import PairComparison, find_comparison, p_is
+from peftbench.report.columns import COLUMNS_BY_KEY
+from peftbench.report.runs import MethodStats
+from peftbench.report.significance import PairComparison, find_comparison, p_is
 from peftbench.stats import DEFAULT_ALPHA
-from peftbench.table import COLUMNS_BY_KEY
 
 ACCURACY = "accuracy"
 DEFAULT_MARGIN = 0.01  # one percentage point
@@ -37,25 +38,6 @@ UNITS = {
     "nvml_peak_used_mb": " MB",
     "train_tokens_per_s": " tokens/s",
 }
-
-
-@dataclass
-class MethodStats:
-    """One method's figures in one experiment: means and sample stds over its successful seeds."""
-
-    name: str  # what a reader sees, unique in the report
-    n_seeds: int  # successful runs the means are taken over
-    test_size: int | None = None  # test examples each accuracy was measured on
-    mean: dict[str, float] = field(default_factory=dict)  # COLUMNS key -> mean
-    std: dict[str, float] = field(default_factory=dict)  # COLUMNS key -> sample std (n >= 2)
-    failures: list[str] = field(default_factory=list)  # one message per failed/canceled run
-    group: str = ""  # experiment the method ran in
-    label: str = ""  # method label within the experiment
-    reference: bool = False  # published figures, not measured here
-    # Interval of the accuracy from the predictions or the seeds, and what kind it is,
-    # e.g. (0.877, 0.903) and "95 % bootstrap CI"; None where not computed.
-    accuracy_interval: tuple[float, float] | None = None
-    interval_kind: str = ""
 
 
 @dataclass(frozen=True)

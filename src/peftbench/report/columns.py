@@ -1,14 +1,12 @@
-"""The results table: which columns a user reads, their units, and which direction is better.
+"""The figures a user reads: how each is read from a record, its unit, which way is better.
 
 `COLUMNS` is the one place that says how each figure is read from a run record, how it is
-labelled and whether higher is better; the summary table, the report, the Pareto front and
-the rankings all use it.
+labelled and whether higher is better; the summary table (summary.md / summary.csv), the
+report, the Pareto front and the rankings all use it. A new figure is one entry here.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -49,6 +47,20 @@ def _fixed(digits: int) -> Callable[[Any], str]:
     return lambda value: "—" if value is None else f"{value:,.{digits}f}"
 
 
+def _sci(value: float | None) -> str:
+    return "—" if value is None else f"{value:.3g}".replace("e+", "e")
+
+
+def _eval_time_per_evaluation(record: RunRecord) -> float | None:
+    """Mean wall time of one evaluation: the record's total over its evaluations (epochs)."""
+    total = _dig("train_info", "eval_time_s")(record)
+    epochs = _dig("train_info", "epochs")(record)
+    count = len(epochs) if isinstance(epochs, list) else 0
+    if not isinstance(total, int | float) or isinstance(total, bool) or not count:
+        return None
+    return total / count
+
+
 def _text(value: Any) -> str:
     return "—" if value is None else str(value)
 
@@ -75,7 +87,13 @@ COLUMNS: list[Column] = [
         False,
     ),
     Column("train_time_s", "train time (s)", _dig("train_info", "train_time_s"), _fixed(1), False),
-    Column("eval_time_s", "eval time (s)", _dig("train_info", "eval_time_s"), _fixed(1), False),
+    Column(
+        "eval_time_per_eval_s",
+        "eval time per evaluation (s)",
+        _eval_time_per_evaluation,
+        _fixed(1),
+        False,
+    ),
     Column(
         "train_tokens_per_s",
         "train throughput (tokens/s)",
@@ -83,6 +101,15 @@ COLUMNS: list[Column] = [
         _fixed(0),
         True,
     ),
+    Column(
+        "eval_examples_per_s",
+        "eval throughput (examples/s)",
+        _dig("train_info", "eval_examples_per_s"),
+        _fixed(1),
+        True,
+    ),
+    Column("train_flops", "train FLOPs", _dig("train_info", "flops", "train_flops"), _sci, False),
+    Column("mfu", "MFU (%)", _dig("train_info", "flops", "mfu"), _percent, True),
     Column(
         "peak_rss_mb",
         "peak process RSS (MB)",
@@ -120,31 +147,10 @@ COLUMNS: list[Column] = [
     ),
 ]
 
+PUBLISHED_MEMORY_KEY = "published_gpu_memory_mb"  # in MethodStats.mean of reference rows only
 COLUMNS_BY_KEY = {column.key: column for column in COLUMNS}
 
 
 def visible_columns(records: list[RunRecord]) -> list[Column]:
     """The columns that hold a value for at least one record (CUDA columns vanish on CPU)."""
     return [c for c in COLUMNS if any(c.get(r) is not None for r in records)]
-
-
-def render_markdown(records: list[RunRecord]) -> str:
-    """A Markdown table with one row per run."""
-    columns = visible_columns(records)
-    lines = [
-        "| " + " | ".join(c.label for c in columns) + " |",
-        "| " + " | ".join("---" for _ in columns) + " |",
-    ]
-    for record in records:
-        lines.append("| " + " | ".join(c.fmt(c.get(record)) for c in columns) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def render_csv(records: list[RunRecord]) -> str:
-    """CSV with one row per run, raw values (fractions, not percentages), headers = keys."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow([c.key for c in COLUMNS])
-    for record in records:
-        writer.writerow(["" if c.get(record) is None else c.get(record) for c in COLUMNS])
-    return buffer.getvalue()
