@@ -9,6 +9,7 @@ import pytest
 from peftbench.report.recommend import (
     MethodStats,
     accuracy_noise,
+    best_group,
     binomial_half_width,
     cheapest_within,
     dominates,
@@ -18,7 +19,6 @@ from peftbench.report.recommend import (
     pareto_front,
     rank,
     recommend,
-    within_margin,
 )
 from peftbench.report.significance import PairComparison, SeedComparison
 from peftbench.stats import McNemar, PairedBootstrap, mcnemar_p
@@ -116,32 +116,41 @@ def test_accuracy_noise_takes_the_larger_of_binomial_and_seed_std() -> None:
     assert accuracy_noise(quiet) == pytest.approx(0.098)
 
 
-def test_cheapest_within_margin(four: list[MethodStats]) -> None:
-    # 1 pp margin: Full 89.0, LoRA 88.5 and QLoRA 88.0 (exactly 1 pp) qualify, IA3 86.0 does not.
-    assert [s.name for s in within_margin(four, 0.01)] == ["Full", "LoRA", "QLoRA"]
-    assert cheapest_within(four, MEM).name == "QLoRA"  # 2,500 MB
-    assert cheapest_within(four, "train_time_s").name == "LoRA"  # 420 s; IA3 (400 s) is out
-    assert cheapest_within(four, "model_size_mb").name == "LoRA"  # 3.4 MB < 3.5 MB
-    # A 0.4 pp margin leaves Full alone; a 5 pp margin lets IA3 in.
-    assert cheapest_within(four, MEM, margin=0.004).name == "Full"
-    assert cheapest_within(four, "train_time_s", margin=0.05).name == "IA3"
+def test_cheapest_picks_come_from_the_best_group(four: list[MethodStats]) -> None:
+    # Noise rule (no paired tests): LoRA (0.5 pp behind) and QLoRA (1.0 pp) are within the
+    # ~2 pp binomial noise of Full and form its group; IA3 (3.0 pp > 2.15 pp) does not.
+    group = best_group(four)
+    assert [s.name for s in group] == ["Full", "LoRA", "QLoRA"]
+    assert cheapest_within(group, MEM).name == "QLoRA"  # 2,500 MB
+    assert cheapest_within(group, "train_time_s").name == "LoRA"  # 420 s; IA3 (400 s) is out
+    assert cheapest_within(group, "model_size_mb").name == "LoRA"  # 3.4 MB < 3.5 MB
+    # IA3 not distinguishable from Full (paired test, Holm p = 0.06): it joins the group and,
+    # being the fastest, is the time pick: the rule that ties it to the best keeps it.
+    comparisons = [paired("Full", "IA3", (40, 10, 0.06))]
+    group = best_group(four, comparisons)
+    assert [s.name for s in group] == ["Full", "LoRA", "QLoRA", "IA3"]
+    assert cheapest_within(group, "train_time_s").name == "IA3"
+    recs = recommend(four, memory_key=MEM, comparisons=comparisons)
+    assert "IA3" in recs[0].figures["tied_with"]
+    time = next(r for r in recs if r.headline == "Cheapest by train time among the best group")
+    assert time.subjects[0] == "IA3" and "not distinguishable (Holm-adjusted" in time.text
 
 
 def test_recommendations_cite_their_figures(four: list[MethodStats]) -> None:
-    recs = recommend(four, margin=0.01, memory_key=MEM)
+    recs = recommend(four, memory_key=MEM)
     best = next(r for r in recs if r.kind == "best")
     assert best.subjects == ("Full",)
     assert "89.00 %" in best.text and "n = 1,000 test examples" in best.text
     cheap = {r.headline: r for r in recs if r.kind == "cheapest"}
-    memory = cheap["Cheapest by peak CUDA allocated within 1.00 pp of the best"]
+    memory = cheap["Cheapest by peak CUDA allocated among the best group"]
     assert memory.subjects[0] == "QLoRA"
     assert "2,500 MB" in memory.text and "7,746 MB" in memory.text
     # (2500 - 7746) / 7746 = -67.7 %
     assert memory.figures["relative_change"] == pytest.approx(-0.67725, abs=1e-5)
     assert "-67.7 %" in memory.text and "1.00 pp below" in memory.text
-    time = cheap["Cheapest by train time within 1.00 pp of the best"]
+    time = cheap["Cheapest by train time among the best group"]
     assert time.subjects[0] == "LoRA" and "420.0 s" in time.text and "1,140.0 s" in time.text
-    size = cheap["Cheapest by adapter/model size on disk within 1.00 pp of the best"]
+    size = cheap["Cheapest by adapter/model size on disk among the best group"]
     assert size.subjects[0] == "LoRA" and "3.40 MB" in size.text
     pareto = {r.headline: r for r in recs if r.kind == "pareto"}
     assert pareto["Pareto-optimal, accuracy vs trainable params"].subjects == (
@@ -231,14 +240,12 @@ def test_paired_tests_override_the_noise_rule(four: list[MethodStats]) -> None:
     recs = recommend(four, memory_key=MEM, comparisons=comparisons)
     best = recs[0]
     assert best.kind == "best" and best.headline == "Highest accuracy, no clear lead"
-    assert "not significantly more accurate than LoRA (Holm-adjusted McNemar p = 0.5500)" in (
-        best.text
-    )
+    assert "not distinguishable from LoRA (Holm-adjusted McNemar p = 0.5500)" in (best.text)
     assert best.figures["tied_with"] == ["LoRA"]
     findings = {r.subjects: r for r in recs if r.kind in ("noise", "significant")}
     assert set(findings) == {("Full", "LoRA"), ("Full", "QLoRA")}
     lora = findings[("Full", "LoRA")]
-    assert lora.headline == "Not significant" and "not significant at α = 0.05" in lora.text
+    assert lora.headline == "Not distinguishable" and "not distinguishable at α = 0.05" in lora.text
     # McNemar exact p for 15 / 10: 2 P(X <= 10 | 25, 1/2) = 0.4244
     assert f"McNemar exact p = {mcnemar_p(15, 10):.4f}" in lora.text
     assert mcnemar_p(15, 10) == pytest.approx(0.4244, abs=1e-4)
@@ -247,8 +254,11 @@ def test_paired_tests_override_the_noise_rule(four: list[MethodStats]) -> None:
     assert qlora.kind == "significant"
     assert qlora.text.startswith("Full is more accurate than QLoRA: +1.00 pp")
     assert "Holm-adjusted p = 0.0400" in qlora.text
-    memory = next(r for r in recs if r.kind == "cheapest" and r.subjects[0] == "QLoRA")
-    assert "The gap is significant (Holm-adjusted McNemar p = 0.0400)." in memory.text
+    # QLoRA is significantly behind Full, so it is no cheaper choice for it: the memory pick
+    # comes from the best group (Full, LoRA), the same methods the best is tied with.
+    memory = next(r for r in recs if r.kind == "cheapest" and r.figures.get(MEM))
+    assert memory.subjects[0] == "LoRA"
+    assert "not distinguishable (Holm-adjusted McNemar p = 0.5500)." in memory.text
 
 
 def test_most_accurate_only_with_a_significant_lead(four: list[MethodStats]) -> None:

@@ -24,6 +24,7 @@ from peftbench.stats import mcnemar_p
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 PLOTS = (
+    "accuracy",
     "accuracy_vs_trainable_params",
     "accuracy_vs_cuda_peak_allocated_mb",
     "accuracy_vs_train_time_s",
@@ -190,7 +191,7 @@ def test_markdown_tables_and_recommendations(built: tuple[Path, ReportResult]) -
     assert "| LoRA | lora-seed4 | 4 | failed | NonFiniteLoss: loss became nan at step 12 |" in md
     # Without predictions files the binomial-noise rule decides: LoRA and QLoRA are within noise.
     assert "**Highest accuracy, no clear lead:** Full, accuracy 89.00 %" in md
-    assert "not significantly more accurate than LoRA (within measurement noise)" in md
+    assert "not distinguishable from LoRA (within measurement noise)" in md
     assert "QLoRA, 2,500 MB against 7,746 MB for Full (-67.7 %)" in md
     assert "LoRA, 420.0 s against 1,140.0 s for Full" in md
     assert "seed-to-seed std: LoRA 0.50 pp" in md
@@ -380,21 +381,19 @@ def test_recommendations_follow_the_paired_tests(tested: tuple[Path, ReportResul
     recs = result.recommendations["imdb-roberta"]
     best = recs[0]
     assert best.headline == "Highest accuracy, no clear lead" and best.subjects == ("Full",)
-    assert "not significantly more accurate than LoRA (Holm-adjusted McNemar p = 0.0987)" in (
-        best.text
-    )
+    assert "not distinguishable from LoRA (Holm-adjusted McNemar p = 0.0987)" in (best.text)
     assert "95 % bootstrap CI" in best.text
     tie = next(r for r in recs if r.subjects == ("Full", "LoRA"))
-    assert tie.kind == "noise" and "not significant at α = 0.05" in tie.text
+    assert tie.kind == "noise" and "not distinguishable at α = 0.05" in tie.text
     assert "McNemar exact p = 0.0987" in tie.text and "+0.50 pp" in tie.text
     win = next(r for r in recs if r.subjects == ("Full", "IA3"))
     assert win.kind == "significant"
     assert win.text.startswith("Full is more accurate than IA3: +4.00 pp")
     assert "Holm-adjusted p < 0.0001" in win.text
     md = (out / "report.md").read_text()
-    assert "**Not significant:** Full (89.00 %) and LoRA (88.50 %)" in md
+    assert "**Not distinguishable:** Full (89.00 %) and LoRA (88.50 %)" in md
     assert "**Significant difference:** Full is more accurate than IA3" in md
-    assert "only when the paired tests find the difference significant" in md
+    assert "unless the paired tests find the difference significant" in md
 
 
 def test_statistics_settings_are_keywords(tmp_path: Path) -> None:

@@ -1,11 +1,12 @@
 """`peftbench report`: tables, plots and recommendations from one or more run directories.
 
-`build_report` reads every record under each directory (`runs`), computes bootstrap
-intervals and paired significance tests where runs saved their predictions
-(`significance`), works out the recommendations (`recommend`), draws the figures (`plots`),
-lays out the sections (`sections`, `document`) and writes Markdown, self-contained HTML and
-CSV files (`render`), naming no path of the machine (`paths`). The modules import each
-other in that order only, never back.
+`build_report` reads every record under each directory (`runs`, figures from `columns`),
+computes bootstrap intervals and paired significance tests where runs saved their
+predictions (`significance`), works out the recommendations (`recommend`, with `ranking`
+and `power`) and the bottom line read off them (`bottom_line`), draws the figures
+(`figures`: `plots`, `cost_plots`), lays out the sections (`sections`, `document`) and
+writes Markdown, self-contained HTML and CSV files (`render`), naming no path of the
+machine (`paths`). The modules import one another in one direction only: no circle.
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ from pathlib import Path
 
 from peftbench.errors import PeftbenchError
 from peftbench.report import render
+from peftbench.report.bottom_line import BottomLine, bottom_line
+from peftbench.report.figures import make_plots
 from peftbench.report.paths import shown_path
-from peftbench.report.plots import make_plots
-from peftbench.report.recommend import DEFAULT_MARGIN, Recommendation, recommend
+from peftbench.report.recommend import Recommendation, recommend
 from peftbench.report.runs import (
     MethodStats,
     Run,
@@ -63,6 +65,7 @@ class ReportResult:
     files: list[Path] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     recommendations: dict[str, list[Recommendation]] = field(default_factory=dict)
+    bottom_lines: dict[str, BottomLine] = field(default_factory=dict)  # by experiment
     comparisons: dict[str, list[PairComparison]] = field(default_factory=dict)  # by experiment
 
 
@@ -109,22 +112,19 @@ def _load(run_dirs: list[Path], out_dir: Path | None) -> tuple[list[Run], list[s
 
 
 def _recommendations(
-    runs: list[Run], stats: list[MethodStats], statistics: Statistics, margin: float
-) -> tuple[dict[str, list[Recommendation]], dict[str, str | None]]:
-    """Each experiment's recommendations and the memory figure they (and the plots) use."""
-    groups = list(dict.fromkeys(s.group for s in stats))
-    mem = {group: memory_key([run for run in runs if run.group == group]) for group in groups}
-    recs = {
-        group: recommend(
-            [replace(s, name=s.label) for s in stats if s.group == group],
-            margin,
-            mem[group] or "peak_rss_mb",
-            statistics.comparisons.get(group, []),
-            statistics.settings.alpha,
-        )
-        for group in groups
-    }
-    return recs, mem
+    runs: list[Run], stats: list[MethodStats], statistics: Statistics
+) -> tuple[dict[str, list[Recommendation]], dict[str, BottomLine], dict[str, str | None]]:
+    """Each experiment's recommendations, its bottom line, and the memory figure they (and
+    the plots) use."""
+    recs, lines, mem = {}, {}, {}
+    for group in dict.fromkeys(s.group for s in stats):
+        mem[group] = memory_key([run for run in runs if run.group == group])
+        members = [replace(s, name=s.label) for s in stats if s.group == group]
+        comparisons = statistics.comparisons.get(group, [])
+        memory = mem[group] or "peak_rss_mb"
+        recs[group] = recommend(members, memory, comparisons, statistics.settings.alpha)
+        lines[group] = bottom_line(group, members, recs[group], comparisons, mem[group])
+    return recs, lines, mem
 
 
 def build_report(
@@ -132,7 +132,6 @@ def build_report(
     out_dir: Path | None = None,
     formats: tuple[str, ...] = FORMATS,
     reference: bool = False,
-    margin: float = DEFAULT_MARGIN,
     *,
     resamples: int = DEFAULT_RESAMPLES,
     level: float = DEFAULT_LEVEL,
@@ -152,12 +151,13 @@ def build_report(
     ]
     statistics = run_statistics(runs, settings)
     stats = with_intervals(summarize(runs), statistics)
-    recs, mem = _recommendations(runs, stats, statistics, margin)
+    recs, lines, mem = _recommendations(runs, stats, statistics)
     shown = stats + (load_reference() if reference else [])
     out_dir.mkdir(parents=True, exist_ok=True)
     result = ReportResult(
         skipped=unreadable + excluded + statistics.messages,
         recommendations=recs,
+        bottom_lines=lines,
         comparisons=statistics.comparisons,
     )
     inputs = ReportInputs(
@@ -168,11 +168,13 @@ def build_report(
         unreadable=unreadable,
         excluded=excluded,
         sources=[shown_path(d, out_dir) for d in run_dirs],
-        margin=margin,
+        bottom_lines=lines,
     )
     if "md" in wanted or "html" in wanted:
         curves = learning_curves(runs, stats)
-        inputs.plots, inputs.plot_notes = make_plots(shown, curves, mem, out_dir / PLOTS_DIR)
+        best = {g: {line.best, *line.tied} for g, line in lines.items() if line.best}
+        drawn = make_plots(shown, curves, mem, out_dir / PLOTS_DIR, best)
+        inputs.plots, inputs.plot_notes = drawn
         result.files += [p for plot in inputs.plots for p in (plot.png, plot.svg)]
     for name, text in _outputs(wanted, inputs, out_dir):
         (out_dir / name).write_text(text(), encoding="utf-8")

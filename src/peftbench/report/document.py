@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from peftbench.report.columns import PUBLISHED_MEMORY_KEY, Column, visible_columns
+from peftbench.report.power import FORMULA
 from peftbench.report.runs import FIGURES, MethodStats, Run, as_dict, one_line
 from peftbench.report.significance import (
     MethodIntervals,
@@ -206,6 +207,15 @@ def interval_rows(
     return headers, rows
 
 
+def _verdict(significant: bool, interval: Interval) -> str:
+    """'yes', 'no', or 'no (CI excludes 0 before correction)' so the two never seem to clash."""
+    if significant:
+        return "yes"
+    if interval.low > 0 or interval.high < 0:
+        return "no (CI excludes 0 before correction)"
+    return "no"
+
+
 def comparison_rows(
     pairs: Sequence[PairComparison], several: bool
 ) -> tuple[list[str], list[list[str]]]:
@@ -236,7 +246,7 @@ def comparison_rows(
                     f"{s.mcnemar.b:,} / {s.mcnemar.c:,}",
                     fmt_p(s.mcnemar.p_value),
                     fmt_p(s.holm_p),
-                    "yes" if s.significant else "no",
+                    _verdict(s.significant, s.bootstrap.interval),
                 ]
             )
         if len(pair.seeds) > 1:
@@ -271,5 +281,8 @@ def describe(settings: Settings) -> str:
         f"experiment; significant means Holm p ≤ {settings.alpha:g}. With several seeds, a pair "
         f"counts as significant only when every seed's comparison is, in the same direction; "
         f"the summary row gives the mean difference and the t interval of the per-seed "
-        f"differences."
+        f"differences. The paired interval is for one pair on its own, the verdict is the "
+        f"corrected test: “no (CI excludes 0 before correction)” marks a difference that would "
+        f"count alone but not among all the comparisons made. Test examples needed to tell a "
+        f"difference apart (bottom line, recommendations): {FORMULA}, 80 % power."
     )

@@ -1,142 +1,67 @@
 """Recommendations from the numbers: pure functions over plain figures, no I/O.
 
-Whether one method is more accurate than another is decided by the paired tests of
-`report.significance` where both methods' predictions were compared, and otherwise by the
-binomial-noise rule (a gap smaller than the larger of the binomial half-width and the seed std
-counts as a tie). A method is never called better when its lead is not significant.
-
-Every figure is keyed by a `report.columns.COLUMNS` key and read in the direction that column
-declares (`higher_is_better`), so the Pareto front and rankings never restate which way is better.
-Accuracies are fractions in [0, 1]; a margin of 0.01 is one percentage point (pp).
+One rule decides whether a method is distinguishable from the most accurate one, and every
+recommendation uses it: the paired tests of `report.significance` where both methods'
+predictions were compared (significant = Holm-adjusted McNemar p ≤ α, on every seed both
+ran), otherwise the binomial-noise rule (a gap smaller than the larger of the binomial
+half-width and the seed std is not distinguishable). A method is called better only when its
+lead is significant; "the best group" is the best method and every method not
+distinguishable from it, and the cheapest picks are chosen inside that group.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from peftbench.report.columns import COLUMNS_BY_KEY
+from peftbench.report.power import examples_needed
+from peftbench.report.ranking import (
+    ACCURACY,
+    accuracy_noise,
+    binomial_half_width,
+    cost_label,
+    dominates,
+    fmt_figure,
+    pareto_front,
+    percent,
+    pp,
+    rank,
+)
 from peftbench.report.runs import MethodStats
 from peftbench.report.significance import PairComparison, find_comparison, p_is
 from peftbench.stats import DEFAULT_ALPHA
 
-ACCURACY = "accuracy"
-DEFAULT_MARGIN = 0.01  # one percentage point
-Z_95 = 1.96  # two-sided 95 % normal quantile
-_EPS = 1e-9  # float slack when comparing accuracies against a margin
+__all__ = [
+    "ACCURACY",
+    "MethodStats",
+    "Recommendation",
+    "accuracy_noise",
+    "best_group",
+    "binomial_half_width",
+    "cheapest_within",
+    "dominates",
+    "failure_warnings",
+    "most_accurate",
+    "noise_warnings",
+    "pareto_front",
+    "rank",
+    "recommend",
+]
+
 INCONSISTENT = "Inconsistent across seeds"  # headline: the paired tests favour the other method
-UNITS = {
-    "trainable_params": "",
-    "train_time_s": " s",
-    "eval_time_s": " s",
-    "model_size_mb": " MB",
-    "peak_rss_mb": " MB",
-    "cuda_peak_allocated_mb": " MB",
-    "cuda_peak_reserved_mb": " MB",
-    "nvml_peak_used_mb": " MB",
-    "train_tokens_per_s": " tokens/s",
-}
+NOT_DISTINGUISHABLE = "Not distinguishable"
 
 
 @dataclass(frozen=True)
 class Recommendation:
     """One finding, the method(s) it is about and the figures it rests on."""
 
-    kind: str  # best | cheapest | pareto | noise | failure | note
+    kind: str  # best | cheapest | pareto | noise | significant | failure | note
     headline: str
     text: str
     subjects: tuple[str, ...] = ()
     figures: dict[str, Any] = field(default_factory=dict)
-
-
-def _better(key: str) -> bool:
-    """Whether higher is better for a COLUMNS key; a ValueError for non-figures."""
-    direction = COLUMNS_BY_KEY[key].higher_is_better
-    if direction is None:
-        raise ValueError(f"column {key!r} is not a figure of merit")
-    return direction
-
-
-def _oriented(value: float, key: str) -> float:
-    """The value turned so that larger is always better."""
-    return value if _better(key) else -value
-
-
-def rank(points: Mapping[str, Mapping[str, float | None]], key: str) -> list[str]:
-    """Names best first by one column; points without that figure are left out; ties keep order."""
-    _better(key)
-    present = [name for name, figures in points.items() if figures.get(key) is not None]
-    return sorted(present, key=lambda name: -_oriented(points[name][key], key))  # type: ignore[arg-type]
-
-
-def dominates(a: Mapping[str, float], b: Mapping[str, float], keys: Sequence[str]) -> bool:
-    """Whether `a` is at least as good as `b` in every key and strictly better in one."""
-    pairs = [(_oriented(a[k], k), _oriented(b[k], k)) for k in keys]
-    return all(x >= y for x, y in pairs) and any(x > y for x, y in pairs)
-
-
-def pareto_front(
-    points: Mapping[str, Mapping[str, float | None]], keys: Sequence[str]
-) -> list[str]:
-    """Names no other point dominates over `keys`, in input order; incomplete points left out."""
-    for key in keys:
-        _better(key)
-    complete = {
-        name: {k: float(figures[k]) for k in keys}  # type: ignore[arg-type]
-        for name, figures in points.items()
-        if all(figures.get(k) is not None for k in keys)
-    }
-    return [
-        name
-        for name, figures in complete.items()
-        if not any(dominates(other, figures, keys) for o, other in complete.items() if o != name)
-    ]
-
-
-def binomial_half_width(p: float, n: int) -> float:
-    """Half-width of the normal-approximation 95 % interval of an accuracy p measured on n items."""
-    if n <= 0:
-        raise ValueError("n must be positive")
-    return Z_95 * math.sqrt(max(p * (1.0 - p), 0.0) / n)
-
-
-def accuracy_noise(stats: MethodStats) -> float | None:
-    """Noise level of a method's accuracy: the binomial half-width or the seed std, the larger."""
-    accuracy = stats.mean.get(ACCURACY)
-    if accuracy is None:
-        return None
-    levels = [stats.std[ACCURACY]] if ACCURACY in stats.std else []
-    if stats.test_size:
-        levels.append(binomial_half_width(accuracy, stats.test_size))
-    return max(levels) if levels else None
-
-
-def pp(fraction: float) -> str:
-    """A fraction as percentage points, two decimals."""
-    return f"{100 * fraction:.2f} pp"
-
-
-def percent(fraction: float) -> str:
-    """A fraction as a percentage, two decimals."""
-    return f"{100 * fraction:.2f} %"
-
-
-def fmt_figure(key: str, value: float) -> str:
-    """A figure with its unit, e.g. '4,120 MB' or '420.0 s'."""
-    if key in (ACCURACY, "macro_f1"):
-        return percent(value)
-    if key == "model_size_mb":
-        return f"{value:,.2f} MB"
-    if key in ("train_time_s", "eval_time_s"):
-        return f"{value:,.1f} s"
-    return f"{value:,.0f}{UNITS.get(key, '')}"
-
-
-def cost_label(key: str) -> str:
-    """The column label without its unit suffix, e.g. 'peak CUDA allocated'."""
-    return COLUMNS_BY_KEY[key].label.split(" (")[0]
 
 
 def _accuracy_detail(stats: MethodStats) -> str:
@@ -164,23 +89,39 @@ def most_accurate(stats: Sequence[MethodStats]) -> MethodStats | None:
     return by_name[ranked[0]] if ranked else None
 
 
-def within_margin(stats: Sequence[MethodStats], margin: float) -> list[MethodStats]:
-    """Methods whose mean accuracy is at most `margin` below the best one's."""
+def best_group(
+    stats: Sequence[MethodStats],
+    comparisons: Sequence[PairComparison] = (),
+    alpha: float = DEFAULT_ALPHA,
+) -> list[MethodStats]:
+    """The most accurate method and every method not distinguishable from it (the one tie
+    rule), in input order; [] when no method has an accuracy."""
     best = most_accurate(stats)
     if best is None:
         return []
-    floor = best.mean[ACCURACY] - margin - _EPS
-    return [s for s in stats if s.mean.get(ACCURACY) is not None and s.mean[ACCURACY] >= floor]
+    return _tied_group(stats, best, noise_warnings(stats, comparisons, alpha))
+
+
+def _tied_group(
+    stats: Sequence[MethodStats], best: MethodStats, findings: Sequence[Recommendation]
+) -> list[MethodStats]:
+    tied = {f.subjects[1] for f in findings if f.kind == "noise"}
+    return [s for s in stats if s is best or s.name in tied]
 
 
 def cheapest_within(
-    stats: Sequence[MethodStats], cost_key: str, margin: float = DEFAULT_MARGIN
+    group: Sequence[MethodStats], cost_key: str, best: MethodStats | None = None
 ) -> MethodStats | None:
-    """The best method by `cost_key` among those within `margin` of the best accuracy."""
-    candidates = within_margin(stats, margin)
-    by_name = {s.name: s for s in candidates}
-    ranked = rank({s.name: s.mean for s in candidates}, cost_key)
-    return by_name[ranked[0]] if ranked else None
+    """The best method by `cost_key` within a group (e.g. `best_group`), or None; `best` when
+    given wins ties, so a method is only ever picked for being strictly cheaper."""
+    by_name = {s.name: s for s in group}
+    ranked = rank({s.name: s.mean for s in group}, cost_key)
+    if not ranked:
+        return None
+    pick = by_name[ranked[0]]
+    if best is not None and best.mean.get(cost_key) == pick.mean[cost_key]:
+        return best
+    return pick
 
 
 def _best_rec(best: MethodStats, ties: Sequence[Recommendation]) -> Recommendation:
@@ -196,7 +137,10 @@ def _best_rec(best: MethodStats, ties: Sequence[Recommendation]) -> Recommendati
     if not ties:
         return Recommendation("best", "Most accurate", text + ".", (best.name,), figures)
     reasons = [_tie_reason(t) for t in ties]
-    text += f", but not significantly more accurate than {_join(reasons)}: treat these as tied."
+    text += (
+        f", but not distinguishable from {_join(reasons)}: choose among them by cost "
+        "(the cheapest picks below)."
+    )
     figures["tied_with"] = [t.subjects[1] for t in ties]
     return Recommendation("best", "Highest accuracy, no clear lead", text, (best.name,), figures)
 
@@ -219,26 +163,24 @@ def _join(items: Sequence[str]) -> str:
 
 
 def _cheapest_rec(
-    stats: Sequence[MethodStats],
+    group: Sequence[MethodStats],
     best: MethodStats,
     cost_key: str,
-    margin: float,
     comparisons: Sequence[PairComparison] = (),
 ) -> Recommendation | None:
-    pick = cheapest_within(stats, cost_key, margin)
+    """The cheapest method by one cost among those not distinguishable from the best."""
+    pick = cheapest_within(group, cost_key, best)
     if pick is None:
         return None
-    what = cost_label(cost_key)
-    headline = f"Cheapest by {what} within {pp(margin)} of the best"
+    headline = f"Cheapest by {cost_label(cost_key)} among the best group"
     cost = pick.mean[cost_key]
     figures: dict[str, Any] = {cost_key: cost, ACCURACY: pick.mean[ACCURACY]}
     if pick is best:
         text = (
-            f"{best.name} itself ({fmt_figure(cost_key, cost)}): no method within {pp(margin)} "
-            f"of its accuracy ({percent(best.mean[ACCURACY])}) needs less."
+            f"{best.name} itself ({fmt_figure(cost_key, cost)}): no method not distinguishable "
+            f"from it in accuracy ({percent(best.mean[ACCURACY])}) needs less."
         )
         return Recommendation("cheapest", headline, text, (pick.name,), figures)
-    behind = best.mean[ACCURACY] - pick.mean[ACCURACY]
     text = f"{pick.name}, {fmt_figure(cost_key, cost)}"
     best_cost = best.mean.get(cost_key)
     if best_cost is not None:
@@ -248,16 +190,18 @@ def _cheapest_rec(
             change = (cost - best_cost) / best_cost
             figures["relative_change"] = change
             text += f" ({100 * change:+.1f} %)"
+    behind = best.mean[ACCURACY] - pick.mean[ACCURACY]
     text += (
         f", at accuracy {percent(pick.mean[ACCURACY])}, {pp(behind)} below "
-        f"{best.name} ({percent(best.mean[ACCURACY])})."
+        f"{best.name} ({percent(best.mean[ACCURACY])})"
     )
     figures["best_accuracy"] = best.mean[ACCURACY]
     pair = find_comparison(comparisons, best.name, pick.name)
     if pair is not None:
         figures["p_value"] = pair.p_value
-        verdict = "is significant" if pair.significant else "is not significant"
-        text += f" The gap {verdict} (Holm-adjusted McNemar {p_is(pair.p_value)})."
+        text += f": not distinguishable (Holm-adjusted McNemar {p_is(pair.p_value)})."
+    else:
+        text += ": within the measurement noise."
     return Recommendation("cheapest", headline, text, (pick.name, best.name), figures)
 
 
@@ -289,19 +233,20 @@ def noise_warnings(
     comparisons: Sequence[PairComparison] = (),
     alpha: float = DEFAULT_ALPHA,
 ) -> list[Recommendation]:
-    """For each method against the most accurate one: tied (not significant) or significantly
-    behind. Paired tests decide where a comparison exists; otherwise the binomial-noise rule,
-    which only reports ties."""
+    """For each method against the most accurate one: not distinguishable ("noise") or
+    significantly behind. Paired tests decide where a comparison exists; otherwise the
+    binomial-noise rule, which only reports ties."""
     best = most_accurate(stats)
     if best is None:
         return []
     findings = []
+    family = sum(len(pair.seeds) for pair in comparisons)
     for other in stats:
         if other is best or other.mean.get(ACCURACY) is None:
             continue
         pair = find_comparison(comparisons, best.name, other.name)
         if pair is not None:
-            findings.append(_paired_finding(best, other, pair, alpha))
+            findings.append(_paired_finding(best, other, pair, alpha, family))
             continue
         noise = _noise_finding(best, other)
         if noise is not None:
@@ -321,41 +266,75 @@ def _noise_finding(best: MethodStats, other: MethodStats) -> Recommendation | No
     text = (
         f"{best.name} ({percent(best.mean[ACCURACY])}) and {other.name} "
         f"({percent(other.mean[ACCURACY])}) differ by {pp(gap)}, less than the measurement "
-        f"noise of ±{pp(noise)} ({_noise_source(best, other)}): treat them as tied."
+        f"noise of ±{pp(noise)} ({_noise_source(best, other)}): not distinguishable."
     )
     figures = {"gap": gap, "noise": noise}
     return Recommendation("noise", "Within noise", text, (best.name, other.name), figures)
 
 
-def _paired_finding(
-    best: MethodStats, other: MethodStats, pair: PairComparison, alpha: float
-) -> Recommendation:
-    """The paired tests' verdict on best against other, citing the difference and p-values."""
+def _paired_figures(
+    best: MethodStats, pair: PairComparison, alpha: float, family: int
+) -> tuple[dict[str, Any], str, str]:
+    """Figures of best against the other method, the difference in words and the tests."""
     sign = 1.0 if pair.a == best.name else -1.0
     diff = sign * pair.mean_difference
     n = len(pair.seeds)
+    discordant = sum((s.mcnemar.b + s.mcnemar.c) / s.n for s in pair.seeds) / n
     figures: dict[str, Any] = {
         "difference": diff,
         "p_value": pair.p_value,
         "alpha": alpha,
         "seeds": n,
         "significant_seeds": pair.significant_seeds,
+        "comparisons": family,
+        "examples_needed": examples_needed(diff, discordant, alpha, family),
     }
-    if n == 1:
-        seed = pair.seeds[0]
-        low, high = sorted((sign * seed.bootstrap.low, sign * seed.bootstrap.high))
-        figures["ci"] = (low, high)
-        measured = (
-            f"{_signed_pp(diff)} (paired bootstrap {100 * seed.bootstrap.level:g} % CI "
-            f"{_signed_pp(low)} to {_signed_pp(high)}; seed {seed.seed}, n = {seed.n:,})"
-        )
-        tests = f"McNemar exact {p_is(seed.mcnemar.p_value)}, Holm-adjusted {p_is(seed.holm_p)}"
-    else:
+    if n > 1:
         measured = f"{_signed_pp(diff)} on average over {n} seeds"
         tests = (
             f"significant in {pair.significant_seeds} of {n} seeds; largest Holm-adjusted "
             f"McNemar {p_is(pair.p_value)}"
         )
+        return figures, measured, tests
+    seed = pair.seeds[0]
+    low, high = sorted((sign * seed.bootstrap.low, sign * seed.bootstrap.high))
+    figures["ci"] = (low, high)
+    measured = (
+        f"{_signed_pp(diff)} (paired bootstrap {100 * seed.bootstrap.level:g} % CI "
+        f"{_signed_pp(low)} to {_signed_pp(high)}; seed {seed.seed}, n = {seed.n:,})"
+    )
+    tests = f"McNemar exact {p_is(seed.mcnemar.p_value)}, Holm-adjusted {p_is(seed.holm_p)}"
+    return figures, measured, tests
+
+
+def _why_not(figures: dict[str, Any], alpha: float) -> str:
+    """For a difference that is not significant: why an interval may exclude zero, and how
+    many test examples would tell it apart."""
+    text = ""
+    low, high = figures.get("ci") or (0.0, 0.0)
+    family = figures["comparisons"]
+    if (low > 0 or high < 0) and family > 1:
+        text += (
+            " Its paired interval excludes zero only before correction: the interval holds "
+            f"for this pair alone, the test must hold across all {family} comparisons of the "
+            f"experiment (Holm), and does not."
+        )
+    needed = figures.get("examples_needed")
+    if needed:
+        text += (
+            f" Telling a gap this size apart would take about {needed:,} test examples per "
+            f"seed (McNemar power approximation, 80 % power, α = {alpha:g} over {family} "
+            "comparisons)."
+        )
+    return text
+
+
+def _paired_finding(
+    best: MethodStats, other: MethodStats, pair: PairComparison, alpha: float, family: int
+) -> Recommendation:
+    """The paired tests' verdict on best against other, citing the difference and p-values."""
+    figures, measured, tests = _paired_figures(best, pair, alpha, family)
+    diff = figures["difference"]
     subjects = (best.name, other.name)
     if pair.significant and pair.a != best.name:
         text = (
@@ -367,15 +346,15 @@ def _paired_finding(
     if pair.significant:
         text = (
             f"{best.name} is more accurate than {other.name}: {measured}, significant at "
-            f"α = {alpha:g} ({tests})."
+            f"α = {alpha:g} after Holm correction ({tests})."
         )
         return Recommendation("significant", "Significant difference", text, subjects, figures)
     text = (
         f"{best.name} ({percent(best.mean[ACCURACY])}) and {other.name} "
-        f"({percent(other.mean[ACCURACY])}): difference {measured}, not significant at "
-        f"α = {alpha:g} ({tests}): treat them as tied."
+        f"({percent(other.mean[ACCURACY])}): difference {measured}, not distinguishable at "
+        f"α = {alpha:g} ({tests})." + _why_not(figures, alpha)
     )
-    return Recommendation("noise", "Not significant", text, subjects, figures)
+    return Recommendation("noise", NOT_DISTINGUISHABLE, text, subjects, figures)
 
 
 def _signed_pp(fraction: float) -> str:
@@ -419,7 +398,6 @@ def failure_warnings(stats: Sequence[MethodStats]) -> list[Recommendation]:
 
 def recommend(
     stats: Sequence[MethodStats],
-    margin: float = DEFAULT_MARGIN,
     memory_key: str = "cuda_peak_allocated_mb",
     comparisons: Sequence[PairComparison] = (),
     alpha: float = DEFAULT_ALPHA,
@@ -427,7 +405,8 @@ def recommend(
     """All findings for the methods of one experiment: best, cheapest, Pareto, warnings.
 
     `comparisons` are the experiment's paired tests (method names = their labels); pairs
-    without one fall back to the binomial-noise rule.
+    without one fall back to the binomial-noise rule. The cheapest picks are taken from the
+    best group (`best_group`), the same methods the best one is called tied with.
     """
     measured = [s for s in stats if not s.reference]
     recs: list[Recommendation] = []
@@ -435,8 +414,9 @@ def recommend(
     if best is not None:
         findings = noise_warnings(measured, comparisons, alpha)
         recs.append(_best_rec(best, [f for f in findings if f.kind == "noise"]))
+        group = _tied_group(measured, best, findings)
         for cost_key in (memory_key, "train_time_s", "model_size_mb"):
-            rec = _cheapest_rec(measured, best, cost_key, margin, comparisons)
+            rec = _cheapest_rec(group, best, cost_key, comparisons)
             if rec is not None:
                 recs.append(rec)
         for cost_key in ("trainable_params", memory_key, "train_time_s"):

@@ -2,7 +2,7 @@
 
 `SECTIONS` is the one list that says what the report contains and in which order; a new
 section (memory by component, per-class metrics) is a function here and one entry there,
-and a new figure is a function in `report.plots` added to `plots.make_plots`.
+and a new figure is a function in `plots` or `cost_plots` added to `figures.make_plots`.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from peftbench.report.bottom_line import BottomLine
 from peftbench.report.document import (
     REFERENCE_GROUP,
     Block,
@@ -25,7 +26,7 @@ from peftbench.report.document import (
 )
 from peftbench.report.paths import scrub
 from peftbench.report.plots import Plot
-from peftbench.report.recommend import Recommendation, pp
+from peftbench.report.recommend import Recommendation
 from peftbench.report.runs import MethodStats, Run, as_dict, by_method, info, number, one_line
 from peftbench.report.significance import Settings, Statistics
 
@@ -43,7 +44,7 @@ class ReportInputs:
     unreadable: list[str] = field(default_factory=list)
     excluded: list[str] = field(default_factory=list)
     sources: list[str] = field(default_factory=list)  # run directories as shown to the reader
-    margin: float = 0.01
+    bottom_lines: dict[str, BottomLine] = field(default_factory=dict)  # by experiment
 
     @property
     def several(self) -> bool:
@@ -175,7 +176,10 @@ def results_section(inputs: ReportInputs) -> list[Block]:
         (
             "p",
             "Means over successful seeds, ± the sample standard deviation (ddof = 1) where "
-            "there are several; failed and canceled runs are excluded from the means.",
+            "there are several; failed and canceled runs are excluded from the means. Eval "
+            "time is per evaluation of the test split (the run's total over its evaluations, "
+            "one per epoch, divided by their number); eval throughput is test examples per "
+            "second of evaluation; MFU is train FLOPs per second over the device's peak.",
         ),
         ("table", summary_table(inputs.runs, inputs.stats)),
     ]
@@ -200,17 +204,28 @@ def statistics_section(inputs: ReportInputs) -> list[Block]:
     return statistics_blocks(inputs.statistics, inputs.several)
 
 
+def bottom_line_section(inputs: ReportInputs) -> list[Block]:
+    """One paragraph per experiment: which method to use, read off the recommendations."""
+    blocks: list[Block] = [("h2", "Bottom line")]
+    several = len(inputs.bottom_lines) > 1
+    for group, line in inputs.bottom_lines.items():
+        blocks.append(("p", f"{group}: {line.text}" if several else line.text))
+    return blocks
+
+
 def recommendations_section(inputs: ReportInputs) -> list[Block]:
     alpha = (inputs.statistics.settings if inputs.statistics else Settings()).alpha
     blocks: list[Block] = [
         ("h2", "Recommendations"),
         (
             "p",
-            f"Worked out from the measured figures above; “within the margin” means at "
-            f"most {pp(inputs.margin)} below the best accuracy. A method is called more "
-            f"accurate than another only when the paired tests find the difference "
-            f"significant (Holm-adjusted McNemar p ≤ {alpha:g}), or, for methods without "
-            f"saved predictions, when the gap exceeds the measurement noise.",
+            "Worked out from the measured figures above, with one rule for ties: a method "
+            "is not distinguishable from another unless the paired tests find the difference "
+            f"significant (Holm-adjusted McNemar p ≤ {alpha:g}, on every seed both ran), or, "
+            "for methods without saved predictions, unless the gap exceeds the measurement "
+            "noise. “Better” is said only of significant differences; the best group is the "
+            "most accurate method and every method not distinguishable from it, and the "
+            "cheapest picks come from that group.",
         ),
     ]
     for group, items in inputs.recommendations.items():
@@ -239,6 +254,7 @@ def runs_section(inputs: ReportInputs) -> list[Block]:
 Section = Callable[[ReportInputs], list[Block]]
 SECTIONS: list[Section] = [
     title_section,
+    bottom_line_section,
     results_section,
     statistics_section,
     recommendations_section,
