@@ -141,10 +141,11 @@ def _evidence(
             f"All {line.compared} pairwise differences are real (significant after Holm "
             f"correction) with {setting}."
         )
+    rest = line.compared - line.real
     return (
-        f"Of the {line.compared} pairwise differences, {line.real} are real (significant "
-        f"after Holm correction); the other {line.compared - line.real} are not "
-        f"distinguishable with {setting}."
+        f"Of the {line.compared} pairwise differences, {line.real} "
+        f"{'is' if line.real == 1 else 'are'} real (significant after Holm correction); the "
+        f"other {rest} {'is' if rest == 1 else 'are'} not distinguishable with {setting}."
     )
 
 
