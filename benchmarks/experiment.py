@@ -6,8 +6,10 @@
 Runs `peftbench run CONFIG overrides` into results/benchmark-<name>/ (restartable: runs that
 finished before are kept, so an interrupted benchmark is resumed by the same command), then
 writes benchmarks/results/<name>-<date>.md (date, machine, command, config, wall time, the
-per-run table, accuracy per epoch) and copies the full report (report.md, plots) next to it in
-<name>-<date>-report/. With --min-accuracy it exits 1 unless every final run beats it.
+per-run table, accuracy per epoch), copies the run records (record.json, predictions.json,
+experiment.yaml; machine paths removed) to <name>-<date>-runs/ and builds the full report
+(report.md, summary.md, plots) from them in <name>-<date>-report/. With --min-accuracy it
+exits 1 unless every final run beats it.
 
 Used for issue 2 (configs/imdb-minilm-cpu.yaml, --min-accuracy 0.75), issue 4
 (configs/imdb-minilm-cpu-seeds-search.yaml) and issue 7 (configs/imdb-minilm-all-methods.yaml).
@@ -24,7 +26,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from peftbench.measure import describe_machine
-from peftbench.results import load_records
+from peftbench.report import build_report
+from peftbench.report.paths import scrub
+from peftbench.results import PREDICTIONS_FILE, RECORD_FILE, RUNS_DIR, load_records
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -49,6 +53,25 @@ def runs_wall_time_s(records: list[dict]) -> float | None:
     except (KeyError, TypeError, ValueError):
         return None
     return (max(ends) - min(starts)).total_seconds() if records else None
+
+
+def commit_runs(output_dir: Path, stem: str) -> Path:
+    """Copy what regenerates the report (experiment.yaml, each run's record.json and
+    predictions.json; no models, checkpoints or caches), machine paths removed, to
+    <stem>-runs/, and build the report from that copy into <stem>-report/. A later renderer
+    regenerates it without retraining: `peftbench report <stem>-runs --out <stem>-report`."""
+    runs_copy, report_copy = RESULTS / f"{stem}-runs", RESULTS / f"{stem}-report"
+    shutil.rmtree(runs_copy, ignore_errors=True)
+    shutil.rmtree(report_copy, ignore_errors=True)
+    sources = [output_dir / "experiment.yaml"]
+    for name in (RECORD_FILE, PREDICTIONS_FILE):
+        sources += sorted(output_dir.glob(f"{RUNS_DIR}/*/{name}"))
+    for source in sources:
+        target = runs_copy / source.relative_to(output_dir)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(scrub(source.read_text(encoding="utf-8"), ROOT), encoding="utf-8")
+    build_report([runs_copy], report_copy, ("md",))
+    return report_copy
 
 
 def main() -> int:
@@ -83,11 +106,11 @@ def main() -> int:
         "threads per run",
         f"- command: `{shown_command}`",
         f"- config: `{args.config}`, overrides {args.overrides or 'none'}; exit code {code}",
-        f"- data: {first.get('data_info', {}).get('source', '?')}, label balance "
+        f"- data: {scrub(str(first.get('data_info', {}).get('source', '?')), ROOT)}, label balance "
         f"{first.get('data_info', {}).get('label_balance', '?')}",
         f"- {len(finals)} final runs, {len(records) - len(finals)} search runs; the full report "
-        f"(search, intervals across seeds, paired tests, recommendations, plots) is in "
-        f"`{stem}-report/report.md`",
+        f"(bottom line, intervals, paired tests, recommendations, plots) is in "
+        f"`{stem}-report/report.md`, made from the records in `{stem}-runs/`",
         "",
         (output_dir / "summary.md").read_text() if (output_dir / "summary.md").exists() else "",
         "## Accuracy per epoch (%)",
@@ -106,16 +129,13 @@ def main() -> int:
             line += f" — target > {100 * args.min_accuracy:.0f}%: " + ("met" if ok else "NOT met")
         lines.append(line)
 
-    report_copy = RESULTS / f"{stem}-report"
-    shutil.rmtree(report_copy, ignore_errors=True)
-    report_copy.mkdir(parents=True)
-    if (output_dir / "report.md").exists():
-        shutil.copy2(output_dir / "report.md", report_copy / "report.md")
-    if (output_dir / "plots").is_dir():
-        shutil.copytree(output_dir / "plots", report_copy / "plots")
+    report = commit_runs(output_dir, stem) / "report.md"
+    if report.exists():
+        bottom = report.read_text(encoding="utf-8").split("## Bottom line\n")[1].split("\n## ")[0]
+        lines += ["", "## Bottom line (from the report)", bottom.rstrip()]
     out = RESULTS / f"{stem}.md"
     out.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    print(f"wrote {out} and {report_copy}/")
+    print(f"wrote {out}, {stem}-runs/ and {stem}-report/")
     return 0 if code == 0 and all(verdicts) else 1
 
 
