@@ -28,10 +28,12 @@ from torch.profiler import ProfilerActivity, profile
 from peftbench.config import load_config
 from peftbench.data import PreparedData, batch_order, prepare_data
 from peftbench.flops import flops_summary, model_shape, peak_flops
+from peftbench.loop import RunState, train_epoch
 from peftbench.measure import describe_machine
 from peftbench.methods import MethodContext, get_method
 from peftbench.models import load_model, load_tokenizer
-from peftbench.train import pick_device, pick_precision, set_seed, train_epoch
+from peftbench.run_spec import RunSpec
+from peftbench.train import pick_device, pick_precision, set_seed
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "configs" / "imdb-minilm-cpu.yaml"
@@ -105,6 +107,20 @@ def main() -> int:
     )
     scheduler = torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0)
     scaler = torch.amp.GradScaler(device.type, enabled=False)
+    spec = RunSpec(
+        run_id=f"{entry.label}-profile",
+        label=entry.label,
+        method=entry.method,
+        params=entry.params,
+        seed=0,
+        experiment=config.name,
+        config_hash="",
+        model=config.model,
+        training=training,
+        data_cache="",
+        run_dir="",
+    )
+    state = RunState(spec, device, precision, data, method, model, optimizer, scheduler, scaler)
     # Batches in the run's own order: grouped by length, so a step is a realistic one.
     lengths = [len(ids) for ids in data.train.input_ids]
     order = [i for batch in batch_order(lengths, BATCH, 1000, True) for i in batch]
@@ -113,11 +129,11 @@ def main() -> int:
         return dataclasses.replace(data, train=data.train.select(indices))
 
     def run(part: PreparedData) -> tuple[float, int]:
+        state.data = part
+        tokens_before = state.progress.totals["train_tokens"]
         start = time.perf_counter()
-        _, _, tokens = train_epoch(
-            model, optimizer, scheduler, scaler, part, training, device, precision, 0, 1
-        )
-        return time.perf_counter() - start, tokens
+        train_epoch(state, 1)
+        return time.perf_counter() - start, state.progress.totals["train_tokens"] - tokens_before
 
     run(subset(order[:BATCH]))  # warm-up
     profiled = subset(order[BATCH:])

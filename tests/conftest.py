@@ -165,3 +165,43 @@ def tiny_config(model_dir: Path, data_dir: Path, output_dir: Path, **extra: obje
     for key, value in extra.items():
         config[key] = value
     return config
+
+
+def loop_state(model, data, training, method, params, optimizer=None, scheduler=None, seed=0):
+    """A RunState on CPU in fp32 around a model that the test built, for peftbench.loop.
+
+    The optimiser defaults to AdamW over the method's groups, the schedule to a constant rate."""
+    import torch
+
+    from peftbench.config import ModelConfig
+    from peftbench.loop import RunState
+    from peftbench.run_spec import RunSpec
+
+    if optimizer is None:
+        optimizer = torch.optim.AdamW(method.optimizer_groups(model, params))
+    if scheduler is None:
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    spec = RunSpec(
+        run_id=f"{method.name}-seed{seed}",
+        label=method.name,
+        method=method.name,
+        params=params,
+        seed=seed,
+        experiment="test",
+        config_hash="test",
+        model=ModelConfig(name="test"),
+        training=training,
+        data_cache="",
+        run_dir="",
+    )
+    return RunState(
+        spec=spec,
+        device=torch.device("cpu"),
+        precision="fp32",
+        data=data,
+        method=method,
+        model=model,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        scaler=torch.amp.GradScaler("cpu", enabled=False),
+    )

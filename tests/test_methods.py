@@ -15,12 +15,13 @@ from typing import Any
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import synthetic_reviews
+from conftest import loop_state, synthetic_reviews
 from torch import nn
 
 from peftbench.config import DataConfig, ModelConfig, TrainingConfig, load_config
 from peftbench.data import PreparedData, collate, prepare_data
 from peftbench.errors import PeftbenchError
+from peftbench.loop import train_epoch
 from peftbench.methods import Method, MethodContext, get_method, method_names
 from peftbench.models import (
     TRAINED_TENSORS_FILE,
@@ -32,7 +33,7 @@ from peftbench.models import (
     load_trained,
     save_trained_model,
 )
-from peftbench.train import set_seed, train_epoch
+from peftbench.train import set_seed
 
 CPU = torch.device("cpu")
 REPO = Path(__file__).resolve().parent.parent
@@ -239,26 +240,9 @@ def _train_save_reload(
     optimizer = torch.optim.AdamW(
         method.optimizer_groups(model, params), lr=params.learning_rate, weight_decay=0.0
     )
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
-    scaler = torch.amp.GradScaler("cpu", enabled=False)
     training = TrainingConfig(epochs=1, train_batch_size=16, max_length=64)
-    losses = [
-        train_epoch(
-            model,
-            optimizer,
-            scheduler,
-            scaler,
-            data,
-            training,
-            CPU,
-            "fp32",
-            0,
-            epoch,
-            method,
-            (epoch - 1) * 8,
-        )[0]
-        for epoch in range(1, EPOCHS + 1)
-    ]
+    state = loop_state(model, data, training, method, params, optimizer)
+    losses = [train_epoch(state, epoch) for epoch in range(1, EPOCHS + 1)]
     assert all(math.isfinite(loss) for loss in losses)
     after = _cross_entropy(model, probe)
     assert after < before - 0.1, f"cross-entropy did not fall: {before:.3f} -> {after:.3f}"
@@ -415,22 +399,22 @@ def test_adalora_resumes_after_its_final_allocation(
         pretrained["bert"], tiny_dataset, tmp_path, "adalora"
     )
     optimizer = torch.optim.AdamW(method.optimizer_groups(model, params), lr=params.learning_rate)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
-    scaler = torch.amp.GradScaler("cpu", enabled=False)
     training = TrainingConfig(epochs=1, train_batch_size=16, max_length=64)
-    args = (optimizer, scheduler, scaler, data, training, CPU, "fp32", 0)
+    state = loop_state(model, data, training, method, params, optimizer)
     for epoch in (1, 2):
-        train_epoch(model, *args, epoch, method, (epoch - 1) * 8)
+        train_epoch(state, epoch)
+    assert state.progress.totals["train_steps"] == 16
     ranks = model.peft_config["default"].rank_pattern
     assert ranks is not None
-    state = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    weights = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
 
     set_seed(0)
     resumed = method.apply(load_model(model_config, 2, CPU), params, MethodContext(EPOCHS * 8))
-    resumed.load_state_dict(state, strict=False)
+    resumed.load_state_dict(weights, strict=False)
     optimizer = torch.optim.AdamW(method.optimizer_groups(resumed, params), lr=1e-3)
-    args = (optimizer, scheduler, scaler, data, training, CPU, "fp32", 0)
-    train_epoch(resumed, *args, 3, method, 16)
+    state = loop_state(resumed, data, training, method, params, optimizer)
+    state.progress.totals["train_steps"] = 16  # as restored from the checkpoint
+    train_epoch(state, 3)
     assert resumed.peft_config["default"].rank_pattern == ranks
     kept = [
         int((p != 0).sum())

@@ -7,19 +7,15 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import loop_state
 
 from peftbench.config import DataConfig, ModelConfig, TrainingConfig, reference_pipeline
 from peftbench.data import collate, prepare_data
+from peftbench.loop import evaluate, micro_batches, train_epoch
 from peftbench.methods import MethodContext, get_method
 from peftbench.models import load_model, load_tokenizer
-from peftbench.train import (
-    RunSpec,
-    evaluate,
-    execute_run,
-    micro_batches,
-    set_seed,
-    train_epoch,
-)
+from peftbench.run_spec import RunSpec
+from peftbench.train import execute_run, set_seed
 
 CPU = torch.device("cpu")
 
@@ -49,7 +45,7 @@ def _run(tiny_roberta: Path, prepared, tmp_path: Path, **training) -> dict:
         data_cache=str(prepared[1]),
         run_dir=str(tmp_path / "run"),
     )
-    return execute_run(spec, {})
+    return execute_run(spec)
 
 
 @pytest.mark.parametrize(
@@ -139,12 +135,14 @@ def test_padding_and_sorting_change_no_prediction(tiny_roberta: Path, prepared) 
     data = prepared[0]
     set_seed(0)
     model = load_model(ModelConfig(name=str(tiny_roberta)), 2, CPU)
+    full = get_method("full")
     results = []
     for training in (
         TrainingConfig(eval_batch_size=8, max_length=64),
         reference_pipeline(TrainingConfig(eval_batch_size=8, max_length=64)),
     ):
-        results.append(evaluate(model, data.test, data, training, CPU, "fp32"))
+        state = loop_state(model, data, training, full, full.params_class())
+        results.append(evaluate(state, data.test))
     (fast_metrics, fast_predictions), (ref_metrics, ref_predictions) = results
     assert fast_predictions == ref_predictions
     assert fast_metrics["loss"] == pytest.approx(ref_metrics["loss"], rel=1e-5)
@@ -171,11 +169,8 @@ def _one_epoch_state(tiny_roberta: Path, data, **training) -> dict[str, torch.Te
         base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model = method.apply(base, params, MethodContext(total_steps=4))
     _no_dropout(model)
-    optimizer = torch.optim.AdamW(method.optimizer_groups(model, params))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
-    scaler = torch.amp.GradScaler("cpu", enabled=False)
     config = TrainingConfig(train_batch_size=16, max_length=64, **training)
-    train_epoch(model, optimizer, scheduler, scaler, data, config, CPU, "fp32", 0, 1)
+    train_epoch(loop_state(model, data, config, method, params), 1)
     return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
 
 

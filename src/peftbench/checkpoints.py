@@ -11,10 +11,13 @@ from __future__ import annotations
 import random
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+
+if TYPE_CHECKING:
+    from peftbench.loop import RunState
 
 CHECKPOINT_DIR = "checkpoint"
 STATE_FILE = "state.pt"
@@ -52,29 +55,26 @@ def restore_rng_states(states: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(states["cuda"])
 
 
-def save_checkpoint(
-    run_dir: Path,
-    config_hash: str,
-    model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scheduler: Any,
-    scaler: torch.amp.GradScaler,
-    progress: dict[str, Any],
-) -> None:
+def save_checkpoint(state: RunState) -> None:
     """Write the checkpoint of a finished epoch (temporary file, then rename)."""
-    path = checkpoint_file(run_dir)
+    path = checkpoint_file(Path(state.spec.run_dir))
     path.parent.mkdir(parents=True, exist_ok=True)
-    state = {
-        "config_hash": config_hash,
-        "model": trainable_state(model),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "scaler": scaler.state_dict(),
+    progress = state.progress
+    checkpoint = {
+        "config_hash": state.spec.config_hash,
+        "model": trainable_state(state.model),
+        "optimizer": state.optimizer.state_dict(),
+        "scheduler": state.scheduler.state_dict(),
+        "scaler": state.scaler.state_dict(),
         "rng": rng_states(),
-        "progress": progress,
+        "progress": {
+            "epochs": progress.epochs,
+            "totals": progress.totals,
+            "predictions": state.predictions,
+        },
     }
     tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
+    torch.save(checkpoint, tmp)
     tmp.replace(path)
 
 
@@ -93,23 +93,20 @@ def load_checkpoint(run_dir: Path, config_hash: str) -> dict[str, Any] | None:
     return state
 
 
-def restore(
-    state: dict[str, Any],
-    model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scheduler: Any,
-    scaler: torch.amp.GradScaler,
-) -> dict[str, Any]:
-    """Put a checkpoint's states back; returns its progress (epochs, totals)."""
-    parameters = dict(model.named_parameters())
+def restore(checkpoint: dict[str, Any], state: RunState) -> None:
+    """Put a checkpoint's states back into the run: weights, optimiser, RNGs, epochs so far."""
+    parameters = dict(state.model.named_parameters())
     with torch.no_grad():
-        for name, value in state["model"].items():
+        for name, value in checkpoint["model"].items():
             parameters[name].copy_(value.to(parameters[name].device))
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    scaler.load_state_dict(state["scaler"])
-    restore_rng_states(state["rng"])
-    return state["progress"]
+    state.optimizer.load_state_dict(checkpoint["optimizer"])
+    state.scheduler.load_state_dict(checkpoint["scheduler"])
+    state.scaler.load_state_dict(checkpoint["scaler"])
+    restore_rng_states(checkpoint["rng"])
+    saved = checkpoint["progress"]
+    state.progress.epochs, state.progress.totals = saved["epochs"], saved["totals"]
+    state.predictions = saved["predictions"]
+    state.progress.resumed_from_epoch = len(state.progress.epochs)
 
 
 def remove_checkpoint(run_dir: Path) -> None:

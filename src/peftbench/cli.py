@@ -24,16 +24,19 @@ def _load(args: argparse.Namespace):
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from peftbench.results import RECORD_FILE, RUNS_DIR
     from peftbench.runner import run_experiment
 
     config = _load(args)
     outcome = run_experiment(config, force=args.force)
     for message in outcome.skipped_records:
         print(f"skipped record: {message}", file=sys.stderr)
-    print(f"results: {config.output_path}/summary.md, summary.csv, runs/*/record.json")
+    print(f"results: {config.output_path}/summary.md, summary.csv, {RUNS_DIR}/*/{RECORD_FILE}")
     failed = [r["run_id"] for r in outcome.records if r["status"] != "success"]
     if failed:
-        print(f"runs not successful: {', '.join(failed)} (see their record.json)", file=sys.stderr)
+        print(
+            f"runs not successful: {', '.join(failed)} (see their {RECORD_FILE})", file=sys.stderr
+        )
     if outcome.interrupted:
         return EXIT_INTERRUPTED
     return 0 if outcome.all_succeeded else EXIT_RUN_FAILED

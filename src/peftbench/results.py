@@ -18,13 +18,19 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal, TypedDict
+from typing import TYPE_CHECKING, Any, Literal, TypedDict
+
+if TYPE_CHECKING:
+    from peftbench.run_spec import RunSpec
 
 SCHEMA_VERSION = 1
 RECORD_FILE = "record.json"
 PREDICTIONS_FILE = "predictions.json"
 RUNS_DIR = "runs"
+MODEL_DIR = "model"  # in a run directory: the saved adapter or model, when kept
 
 Status = Literal["success", "failed", "canceled"]
 
@@ -82,6 +88,132 @@ class Predictions(TypedDict):
     predictions: list[int]  # predicted label ids, same order
 
 
+def now_iso() -> str:
+    """The current UTC time, as the record writes it (ISO 8601, seconds)."""
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _zero_totals() -> dict[str, float]:
+    return {"train_time_s": 0.0, "eval_time_s": 0.0, "train_tokens": 0, "train_steps": 0}
+
+
+@dataclass
+class RunProgress:
+    """How far a run has got: filled in as it goes, so that a failure record can say it."""
+
+    started_at: str | None = None  # ISO 8601 UTC
+    data_info: dict[str, Any] = field(default_factory=dict)
+    epochs: list[EpochMetrics] = field(default_factory=list)
+    # Sums over the epochs done: train_time_s, eval_time_s, train_tokens, train_steps.
+    totals: dict[str, float] = field(default_factory=_zero_totals)
+    resumed_from_epoch: int | None = None  # epochs restored from a checkpoint, if any
+
+
+def run_info(spec: RunSpec, progress: RunProgress) -> dict[str, Any]:
+    """The record's run_info: which run this is, when it ran, its resolved config."""
+    return {
+        "label": spec.label,
+        "method": spec.method,
+        "seed": spec.seed,
+        "experiment": spec.experiment,
+        "role": spec.role,
+        "search": spec.search,
+        "started_at": progress.started_at,
+        "finished_at": now_iso(),
+        "config": spec.resolved_config(),
+    }
+
+
+def train_summary(
+    progress: RunProgress,
+    test_size: int,
+    precision: str,
+    attention_dropout: float | None,
+    flops: dict[str, Any],
+) -> dict[str, Any]:
+    """The record's train_info of a finished run: its epochs, totals and rates."""
+    totals = progress.totals
+    train_time, eval_time = totals["train_time_s"], totals["eval_time_s"]
+    return {
+        "epochs": progress.epochs,
+        "train_time_s": train_time,
+        "eval_time_s": eval_time,
+        "train_steps": totals["train_steps"],
+        "train_tokens": totals["train_tokens"],
+        "train_tokens_per_s": totals["train_tokens"] / train_time if train_time else None,
+        "resumed_from_epoch": progress.resumed_from_epoch,
+        # Every epoch evaluates the whole test split.
+        "eval_examples_per_s": len(progress.epochs) * test_size / eval_time if eval_time else None,
+        "precision": precision,
+        "attention_dropout": attention_dropout,
+        "flops": flops,
+    }
+
+
+def success_record(
+    spec: RunSpec,
+    progress: RunProgress,
+    train_info: dict[str, Any],
+    measurements: dict[str, Any],
+    meta_info: dict[str, Any],
+) -> RunRecord:
+    """The record of a run that finished: its metrics are those after the last epoch."""
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "run_id": spec.run_id,
+        "config_hash": spec.config_hash,
+        "status": "success",
+        "error": None,
+        "run_info": run_info(spec, progress),
+        "data_info": progress.data_info,
+        "train_info": train_info,
+        "metrics": dict(progress.epochs[-1]["eval"]),
+        "measurements": measurements,
+        "meta_info": meta_info,
+    }
+
+
+def failure_record(
+    spec: RunSpec,
+    status: Status,
+    error_type: str,
+    message: str,
+    progress: RunProgress,
+    trace: str | None = None,
+) -> RunRecord:
+    """The record of a run that did not finish: what it reached, and why it stopped."""
+    epochs = progress.epochs
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "run_id": spec.run_id,
+        "config_hash": spec.config_hash,
+        "status": status,
+        "error": {
+            "type": error_type,
+            "message": message,
+            "epoch_reached": len(epochs),
+            "traceback": trace,
+        },
+        "run_info": run_info(spec, progress),
+        "data_info": progress.data_info,
+        "train_info": {"epochs": epochs},
+        "metrics": dict(epochs[-1]["eval"]) if epochs else {},
+        "measurements": {},
+        "meta_info": {},
+    }
+
+
+def predictions_record(
+    run_id: str, example_ids: list[int], labels: list[int], predictions: list[int]
+) -> Predictions:
+    return {
+        "run_id": run_id,
+        "example_ids": example_ids,
+        "labels": labels,
+        "predictions": predictions,
+    }
+
+
 class RecordError(Exception):
     """A record file that cannot be used: unreadable, corrupt, or of another schema version."""
 
@@ -123,12 +255,22 @@ def read_record(path: Path) -> RunRecord:
     return data  # type: ignore[return-value]
 
 
+def record_file(run_dir: Path | str) -> Path:
+    """The record of the run whose directory is `run_dir`."""
+    return Path(run_dir) / RECORD_FILE
+
+
+def predictions_file(run_dir: Path | str) -> Path:
+    """The test-set predictions of the run whose directory is `run_dir`."""
+    return Path(run_dir) / PREDICTIONS_FILE
+
+
 def record_path(output_dir: Path, run_id: str) -> Path:
-    return Path(output_dir) / RUNS_DIR / run_id / RECORD_FILE
+    return record_file(Path(output_dir) / RUNS_DIR / run_id)
 
 
 def predictions_path(output_dir: Path, run_id: str) -> Path:
-    return Path(output_dir) / RUNS_DIR / run_id / PREDICTIONS_FILE
+    return predictions_file(Path(output_dir) / RUNS_DIR / run_id)
 
 
 def load_records(output_dir: Path) -> tuple[list[RunRecord], list[str]]:

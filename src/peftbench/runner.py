@@ -29,15 +29,18 @@ from peftbench.errors import PeftbenchError
 from peftbench.methods import get_method
 from peftbench.models import check_4bit_available, load_tokenizer
 from peftbench.results import (
-    RECORD_FILE,
     RUNS_DIR,
     RecordError,
+    RunProgress,
     RunRecord,
+    failure_record,
     load_records,
     read_record,
+    record_file,
     write_json_atomic,
 )
-from peftbench.train import RunSpec, failure_record, run_worker
+from peftbench.run_spec import RunSpec
+from peftbench.train import run_worker
 
 LOCK_FILE = ".peftbench.lock"
 
@@ -131,7 +134,7 @@ def search_run_id(label: str, combo: dict[str, Any]) -> str:
 def finished(spec: RunSpec) -> bool:
     """True when the run already has a successful record made from the same config."""
     try:
-        record = read_record(Path(spec.run_dir) / RECORD_FILE)
+        record = read_record(record_file(spec.run_dir))
     except RecordError:
         return False
     return record["status"] == "success" and record["config_hash"] == spec.config_hash
@@ -139,7 +142,7 @@ def finished(spec: RunSpec) -> bool:
 
 def run_in_process(spec: RunSpec) -> None:
     """Run one spec in a fresh process; if it dies without a record, write one for it."""
-    record_file = Path(spec.run_dir) / RECORD_FILE
+    record_path = record_file(spec.run_dir)
     Path(spec.run_dir).mkdir(parents=True, exist_ok=True)
     started = time.time()
     process = multiprocessing.get_context("spawn").Process(target=run_worker, args=(spec,))
@@ -156,11 +159,11 @@ def run_in_process(spec: RunSpec) -> None:
         if process.is_alive():
             process.kill()
             process.join()
-        _record_if_missing(spec, record_file, started, "canceled", "Interrupted", "interrupted")
+        _record_if_missing(spec, record_path, started, "canceled", "Interrupted", "interrupted")
         raise
     _record_if_missing(
         spec,
-        record_file,
+        record_path,
         started,
         "failed",
         "ProcessDied",
@@ -170,12 +173,14 @@ def run_in_process(spec: RunSpec) -> None:
 
 
 def _record_if_missing(
-    spec: RunSpec, record_file: Path, started: float, status: str, error_type: str, message: str
+    spec: RunSpec, record_path: Path, started: float, status: str, error_type: str, message: str
 ) -> None:
-    if record_file.exists() and record_file.stat().st_mtime >= started:
+    if record_path.exists() and record_path.stat().st_mtime >= started:
         return
-    progress = {"started_at": time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(started))}
-    write_json_atomic(record_file, failure_record(spec, status, error_type, message, progress))
+    progress = RunProgress(
+        started_at=time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(started))
+    )
+    write_json_atomic(record_path, failure_record(spec, status, error_type, message, progress))
 
 
 def write_summary(output_dir: Path, records: list[RunRecord]) -> str:
@@ -292,13 +297,13 @@ class _Runner:
                 if params is None:  # every search run failed: nothing to run with
                     self.number += 1
                     write_json_atomic(
-                        Path(spec.run_dir) / RECORD_FILE,
+                        record_file(spec.run_dir),
                         failure_record(
                             spec,
                             "failed",
                             "SearchFailed",
                             "every hyperparameter value tried in the search failed",
-                            {},
+                            RunProgress(),
                         ),
                     )
                     continue
@@ -352,7 +357,7 @@ class _Runner:
             if not self.execute(spec):
                 return None, {}
             try:
-                record = read_record(Path(spec.run_dir) / RECORD_FILE)
+                record = read_record(record_file(spec.run_dir))
                 accuracy = (
                     record["metrics"].get("accuracy") if record["status"] == "success" else None
                 )
