@@ -71,7 +71,7 @@ def test_bottom_line_agrees_with_the_significance_table(tested: tuple[Path, Repo
     by_hand = (z(1 - 0.05 / 6) * math.sqrt(0.015) + z(0.8) * math.sqrt(0.015 - 0.005**2)) ** 2
     assert math.ceil(by_hand / 0.005**2) == examples_needed(0.005, 0.015, 0.05, 3) == 6279
     assert "about 6,279 test examples per seed" in paragraph
-    assert f"<p>{html.escape(line.text)}</p>" in (out / "report.html").read_text()
+    assert f'<p class="lead">{html.escape(line.text)}</p>' in (out / "report.html").read_text()
 
 
 def test_one_results_table_in_config_order(tested: tuple[Path, ReportResult]) -> None:

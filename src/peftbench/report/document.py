@@ -1,9 +1,9 @@
 """The report as a list of blocks, and the tables in it, independent of the output format.
 
-A block is `(kind, payload)`: h1, h2, h3 and p carry text; list and warn a list of texts;
-table a `Table`; recs a list of `Recommendation`; plot a `plots.Plot`; code a (title, text)
-pair. `render` turns the same blocks into Markdown and HTML; the section order is in
-`report.sections`.
+A block is `(kind, payload)`: h1, h2, h3, p and lead (the bottom line) carry text; list and
+warn a list of texts; table a `Table`; recs a list of `Recommendation`; plot a `plots.Plot`;
+code a (title, text) pair. `render` turns the same blocks into Markdown and HTML; the
+section order is in `report.sections`.
 """
 
 from __future__ import annotations

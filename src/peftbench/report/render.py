@@ -36,7 +36,7 @@ def render_md(blocks: Sequence[Block], out_dir: Path) -> str:
     for kind, payload in blocks:
         if kind in ("h1", "h2", "h3"):
             lines += ["#" * int(kind[1]) + " " + payload, ""]
-        elif kind == "p":
+        elif kind in ("p", "lead"):
             lines += [payload, ""]
         elif kind == "list":
             lines += [f"- {item}" for item in payload] + [""]
@@ -81,6 +81,7 @@ th,td{border:1px solid #c9d3de;padding:.3rem .55rem;text-align:left;white-space:
 th{background:#e8eef5;white-space:normal;vertical-align:bottom}td.n{text-align:right}
 tr:nth-child(even) td{background:#f6f8fb}tr.published td{background:#fff6dd;font-style:italic}
 tr.failed td{background:#fde8e8;color:#8a1c1c}
+.lead{font-size:1.05rem;background:#eef4fa;border-left:5px solid #2f6fb0;padding:.6rem 1rem}
 .warn{background:#fff3cd;border-left:5px solid #e0a800;padding:.5rem 1rem}
 li.noise,li.failure{color:#8a5300}li.significant{color:#1b5e20}
 figure{margin:1.2rem 0}img{max-width:100%;
@@ -113,6 +114,8 @@ def render_html(blocks: Sequence[Block]) -> str:
             parts.append(f"<{kind}>{html.escape(payload)}</{kind}>")
         elif kind == "p":
             parts.append(f"<p>{html.escape(payload)}</p>")
+        elif kind == "lead":
+            parts.append(f'<p class="lead">{html.escape(payload)}</p>')
         elif kind in ("list", "warn"):
             items = "".join(f"<li>{html.escape(item)}</li>" for item in payload)
             parts.append(f'<ul class="{kind}">{items}</ul>')

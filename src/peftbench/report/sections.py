@@ -209,7 +209,7 @@ def bottom_line_section(inputs: ReportInputs) -> list[Block]:
     blocks: list[Block] = [("h2", "Bottom line")]
     several = len(inputs.bottom_lines) > 1
     for group, line in inputs.bottom_lines.items():
-        blocks.append(("p", f"{group}: {line.text}" if several else line.text))
+        blocks.append(("lead", f"{group}: {line.text}" if several else line.text))
     return blocks
 
 
