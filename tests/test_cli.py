@@ -38,6 +38,9 @@ def test_run_end_to_end_writes_records_summary_and_report(
         assert 0.0 <= record["metrics"]["accuracy"] <= 1.0
         assert record["train_info"]["train_tokens_per_s"] > 0
         assert record["measurements"]["memory"]["peak_rss_mb"] > 100
+        tensors = record["measurements"]["memory"]["tensor_mib"]
+        assert tensors["unit"] == "MiB" and tensors["peak_mib"] > 0
+        assert tensors["train"]["total_mib"] > tensors["train"]["activations"] > 0
         assert record["measurements"]["model_size_mb"] > 0
         assert record["data_info"]["label_balance"]["test"] == {"0": 32, "1": 32}
         assert record["meta_info"]["packages"]["peft"]

@@ -53,6 +53,8 @@ class RunState:
     flop_shape: ModelShape | None = None
     attention_dropout: float | None = None  # the probability trained with
     parameter_counts: tuple[int, int] = (0, 0)  # (trainable, total)
+    # Tensor memory by component (peftbench.memory); set by setup, around train and evaluate.
+    memory_tracker: Any = None
 
     def __post_init__(self) -> None:
         if self.forward_model is None:

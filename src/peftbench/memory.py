@@ -176,6 +176,7 @@ class TensorMemoryTracker:
     def measure(self, phase: str) -> Iterator[TensorMemoryTracker]:
         """Track the operators run inside, keeping `phase`'s peak (across repeated entries)."""
         self._phase = phase
+        self._adopt_optimizer_state()  # restored from a checkpoint since the last phase
         peak = self._peaks.get(phase)
         if peak is None or self.total > peak[0]:
             self._peaks[phase] = (self.total, dict(self.totals))
@@ -199,6 +200,44 @@ class TensorMemoryTracker:
             result[phase] = entry
         return result
 
+    def summary(self) -> dict[str, Any]:
+        """The record's `tensor_mib` section: per-phase peaks by component, and the run's peak."""
+        peaks = self.peaks()
+        rounded = {
+            phase: {name: round(value, 3) for name, value in entry.items()}
+            for phase, entry in peaks.items()
+        }
+        return {
+            "unit": "MiB",
+            "tracked": True,
+            **rounded,
+            "peak_mib": round(max((e["total_mib"] for e in peaks.values()), default=0.0), 3),
+        }
+
 
 def _same(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
+
+
+class _Untracked:
+    """Stands in for the tracker where operators cannot be followed (a compiled model)."""
+
+    def __init__(self, why: str) -> None:
+        self.why = why
+
+    @contextmanager
+    def measure(self, phase: str) -> Iterator[None]:
+        yield None
+
+    def summary(self) -> dict[str, Any]:
+        return {"unit": "MiB", "tracked": False, "why": self.why}
+
+
+def tensor_memory_tracker(
+    model: nn.Module, optimizer: torch.optim.Optimizer, compiled: bool = False
+) -> TensorMemoryTracker | _Untracked:
+    """The tracker a run uses: a TensorMemoryTracker, or none for a torch.compile'd model (its
+    fused graphs allocate inside compiled code that the tracker cannot see)."""
+    if compiled:
+        return _Untracked("training.compile is on: compiled graphs hide their allocations")
+    return TensorMemoryTracker(model, optimizer)

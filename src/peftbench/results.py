@@ -26,7 +26,10 @@ from typing import TYPE_CHECKING, Any, Literal, TypedDict
 if TYPE_CHECKING:
     from peftbench.run_spec import RunSpec
 
-SCHEMA_VERSION = 1
+# 2 added measurements.memory.tensor_mib (tensor memory by component); version 1 records, which
+# lack it, still read.
+SCHEMA_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 RECORD_FILE = "record.json"
 PREDICTIONS_FILE = "predictions.json"
 RUNS_DIR = "runs"
@@ -72,8 +75,12 @@ class RunRecord(TypedDict):
     #   loss (fractions in [0, 1], loss in nats)
     measurements: dict[str, Any]
     #   trainable_params, total_params, trainable_percent (% of total);
-    #   memory: {device, peak_rss_mb, cuda_peak_allocated_mb, cuda_peak_reserved_mb,
-    #            nvml_peak_used_mb}  (MB = 2**20 bytes; None where not measurable);
+    #   memory: {device, peak_rss_mb (the whole process, runtime included),
+    #            cuda_peak_allocated_mb, cuda_peak_reserved_mb, nvml_peak_used_mb,
+    #            tensor_mib: {unit: "MiB", tracked, train: {<component>: MiB, total_mib},
+    #                         eval: {...}, peak_mib}}  (MB here = MiB = 2**20 bytes; None where
+    #            not measurable). tensor_mib is the headline figure: live tensor bytes at the
+    #            peak, by component (peftbench.memory.COMPONENTS); absent in version 1 records.
     #   model_size_mb: size on disk of what the method saves (adapter + trained head for
     #   PEFT methods, the whole model for full fine-tuning)
     meta_info: dict[str, Any]
@@ -245,9 +252,10 @@ def read_record(path: Path) -> RunRecord:
     if not isinstance(data, dict):
         raise RecordError(f"{path}: not a run record (top level is not an object)")
     version = data.get("schema_version")
-    if version != SCHEMA_VERSION:
+    if version not in READABLE_VERSIONS:
         raise RecordError(
-            f"{path}: schema version {version!r}, this peftbench reads version {SCHEMA_VERSION}"
+            f"{path}: schema version {version!r}, this peftbench reads versions "
+            f"{', '.join(map(str, READABLE_VERSIONS))}"
         )
     missing = [key for key in RunRecord.__annotations__ if key not in data]
     if missing:

@@ -37,6 +37,7 @@ from peftbench.measure import (
     environment,
     memory_summary,
 )
+from peftbench.memory import tensor_memory_tracker
 from peftbench.methods import Method, MethodContext, get_method
 from peftbench.models import (
     attention_dropout_of,
@@ -139,6 +140,7 @@ def setup(spec: RunSpec, progress: RunProgress | None = None) -> RunState:
         flop_shape=model_shape(model),
         attention_dropout=attention_dropout,
         parameter_counts=count_parameters(model),
+        memory_tracker=tensor_memory_tracker(model, optimizer, training.compile),
     )
     _resume(state)
     return state
@@ -223,11 +225,13 @@ def train_and_evaluate(state: RunState, epoch: int) -> EpochMetrics:
     """One epoch of training, then an evaluation on the test split, each timed."""
     synchronize(state.device)
     start = time.perf_counter()
-    loss = train_epoch(state, epoch)
+    with state.memory_tracker.measure("train"):
+        loss = train_epoch(state, epoch)
     synchronize(state.device)
     train_time = time.perf_counter() - start
     start = time.perf_counter()
-    metrics, state.predictions = evaluate(state, state.data.test)
+    with state.memory_tracker.measure("eval"):
+        metrics, state.predictions = evaluate(state, state.data.test)
     synchronize(state.device)
     eval_time = time.perf_counter() - start
     state.progress.totals["train_time_s"] += train_time
@@ -258,6 +262,7 @@ def finish(state: RunState) -> RunRecord:
     """Measure, save what was trained and the test predictions; return the run's record."""
     spec, data, totals = state.spec, state.data, state.progress.totals
     memory = memory_summary(state.device, state.nvml)
+    memory["tensor_mib"] = state.memory_tracker.summary()
     run_dir = Path(spec.run_dir)
     model_size_mb = save_trained(state.model, run_dir / MODEL_DIR, spec.model)
     if not spec.training.keep_model:
