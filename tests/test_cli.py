@@ -140,9 +140,15 @@ def test_plan_prints_the_study_parameter_counts_offline() -> None:
         ],
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=900,
     )
     assert result.returncode == 0, result.stderr
+    # The memory prediction: one row per method with its breakdown, beside the published MB.
+    assert "Predicted peak tensor memory (MiB" in result.stdout
+    for label, published in (("full", "7,746"), ("lora", "4,120"), ("qlora", "4,260")):
+        row = next(line for line in result.stdout.splitlines() if line.startswith(f"| {label} |"))
+        assert row.endswith(f"| {published} |")
+    assert "| ia3 |" in result.stdout and "3,900" in result.stdout
     for label, count in (
         ("full", "124,647,170"),
         ("lora", "887,042"),
@@ -152,6 +158,30 @@ def test_plan_prints_the_study_parameter_counts_offline() -> None:
         assert f"| {label} | {label} |" in result.stdout
         assert count in result.stdout
     assert "train 3000 / test 2000" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        (["--gpu", "Voodoo 5"], "known: NVIDIA T4"),
+        (["--memory", "lots"], "accepted forms"),
+        (["--memory", "24 parsecs"], "accepted forms"),
+    ],
+)
+def test_plan_refuses_unknown_gpus_and_sizes(
+    capsys: pytest.CaptureFixture, flags: list[str], expected: str
+) -> None:
+    config = str(REPO / "configs/imdb-roberta-base.yaml")
+    _expect_bad_input(["plan", config, *flags], capsys, expected)
+
+
+def test_plan_says_when_no_method_fits(
+    tiny_roberta: Path, tiny_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    raw = tiny_config(tiny_roberta, tiny_dataset, tmp_path / "out")
+    raw["methods"] = {"lora": {"learning_rate": 5e-3}}
+    config = _write(raw, tmp_path / "c.yaml")
+    _expect_bad_input(["plan", str(config), "--memory", "0.01MiB"], capsys, "no method")
 
 
 def test_real_entry_point_exits_2_without_traceback(tmp_path: Path) -> None:

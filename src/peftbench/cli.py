@@ -43,9 +43,21 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
+    from peftbench.devices import gpu_memory, parse_memory
     from peftbench.plan import describe_plan
+    from peftbench.plan_memory import describe_memory
 
-    print(describe_plan(_load(args)))
+    budget = None
+    if args.gpu and args.memory:
+        raise PeftbenchError("plan: give --gpu or --memory, not both")
+    if args.gpu:
+        budget = gpu_memory(args.gpu)
+    elif args.memory:
+        budget = (args.memory, parse_memory(args.memory))
+    config = _load(args)
+    print(describe_plan(config), flush=True)
+    if not args.no_memory:
+        print(describe_memory(config, budget))
     return 0
 
 
@@ -102,9 +114,16 @@ def build_parser() -> argparse.ArgumentParser:
     run = with_config("run", "run every method of an experiment and record the results")
     run.add_argument("--force", action="store_true", help="redo runs that already finished")
     run.set_defaults(handler=cmd_run)
-    with_config("plan", "show what would run, with trainable parameters").set_defaults(
-        handler=cmd_plan
+    plan = with_config("plan", "show what would run: trainable parameters, predicted memory")
+    plan.add_argument("--memory", help="a device memory to fit, e.g. 24GiB or 16GB")
+    plan.add_argument("--gpu", help='a GPU to fit, e.g. "NVIDIA A10G" (unknown names list all)')
+    plan.add_argument(
+        "--no-memory",
+        action="store_true",
+        help="skip the memory prediction (its fake training "
+        "step takes seconds to a minute per method)",
     )
+    plan.set_defaults(handler=cmd_plan)
     commands.add_parser("methods", help="list the registered methods and defaults").set_defaults(
         handler=cmd_methods
     )

@@ -241,10 +241,12 @@ def _run_steps(
     trainable = [p for p in model.parameters() if p.requires_grad]
     model.train()
     with tracker.measure("train"):
-        for step in (1, 2):
+        # Step 1 only creates the optimiser state (a tiny batch keeps it cheap); step 2 runs at
+        # the real shape with that state alive, as every later step of a run does.
+        for step, (size, length) in enumerate(((1, 8), (micro, shape.length)), start=1):
             for _ in range(min(2, training.gradient_accumulation_steps)):
                 with autocast:
-                    loss = model(**_batch(micro, shape.length, vocab, labels)).loss
+                    loss = model(**_batch(size, length, vocab, labels)).loss
                 loss.backward()
                 del loss
             torch.nn.utils.clip_grad_norm_(trainable, training.max_grad_norm)
