@@ -15,11 +15,11 @@ from test_methods import ALL_METHODS
 
 from peftbench.config import DataConfig, ModelConfig, TrainingConfig
 from peftbench.data import PreparedData, prepare_data
+from peftbench.loop import evaluate, train_epoch
 from peftbench.memory import COMPONENTS, MIB, TensorMemoryTracker
 from peftbench.memory_plan import StepShape, largest_batch, simulate_peaks
 from peftbench.methods import MethodContext, get_method
 from peftbench.models import load_architecture, load_model, load_tokenizer
-from peftbench.loop import evaluate, train_epoch
 from peftbench.train import set_seed
 
 CPU = torch.device("cpu")
@@ -37,17 +37,21 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(threads)
 
 
-@pytest.fixture(scope="module")
-def prepared(tiny_roberta: Path, tiny_dataset: Path, tmp_path_factory: Any) -> PreparedData:
-    model_config = ModelConfig(name=str(tiny_roberta))
+def prepare_tiny(model_dir: Path, data_dir: Path, cache_dir: Path) -> PreparedData:
+    model_config = ModelConfig(name=str(model_dir))
     data, _ = prepare_data(
-        DataConfig(dataset=str(tiny_dataset), train_size=48, test_size=32),
+        DataConfig(dataset=str(data_dir), train_size=48, test_size=32),
         load_tokenizer(model_config),
-        str(tiny_roberta),
+        str(model_dir),
         TRAINING.max_length,
-        tmp_path_factory.mktemp("cache"),
+        cache_dir,
     )
     return data
+
+
+@pytest.fixture(scope="module")
+def prepared(tiny_roberta: Path, tiny_dataset: Path, tmp_path_factory: Any) -> PreparedData:
+    return prepare_tiny(tiny_roberta, tiny_dataset, tmp_path_factory.mktemp("cache"))
 
 
 def _model(model_dir: Path, name: str) -> tuple[Any, Any, torch.nn.Module]:

@@ -183,7 +183,9 @@ def simulate_peaks(
     if training.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     with fake_mode, _ZeroScalars():
-        return _run_steps(model, method, params, training, shape, precision, architecture)
+        return _run_steps(
+            model, method, params, training, shape, precision, architecture, device_type == "cuda"
+        )
 
 
 class _ZeroScalars(TorchDispatchMode):
@@ -219,6 +221,11 @@ def _for_target(architecture: Any, training: Any, device_type: str) -> Any:
     set_attention_dropout(
         architecture, training.attention_dropout, torch.device(device_type), training.attention
     )
+    if device_type == "cuda" and training.attention == "sdpa":
+        # CUDA's SDPA kernels (flash, memory-efficient) apply attention dropout inside the
+        # kernel and keep no length x length matrix; simulated on CPU, dropout would force the
+        # unfused path that keeps several. Without dropout the CPU kernel keeps none either.
+        set_attention_dropout(architecture, 0.0, torch.device("cpu"), "sdpa")
     return architecture
 
 
@@ -230,9 +237,11 @@ def _run_steps(
     shape: StepShape,
     precision: str,
     architecture: Any,
+    fused: bool,
 ) -> dict[str, dict[str, float]]:
+    # As runs make it (peftbench.train): fused on CUDA, PyTorch's default elsewhere.
     optimizer = torch.optim.AdamW(
-        method.optimizer_groups(model, params), lr=params.learning_rate, foreach=True
+        method.optimizer_groups(model, params), lr=params.learning_rate, fused=fused or None
     )
     tracker = TensorMemoryTracker(model, optimizer)
     autocast = torch.autocast("cpu", dtype=DTYPES[precision], enabled=precision != "fp32")

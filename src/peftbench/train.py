@@ -29,7 +29,7 @@ from peftbench.checkpoints import load_checkpoint, remove_checkpoint, restore, s
 from peftbench.config import ModelConfig
 from peftbench.data import load_prepared
 from peftbench.flops import flops_summary, model_shape, peak_flops
-from peftbench.loop import DTYPES, RunState, evaluate, synchronize, train_epoch
+from peftbench.loop import DTYPES, RunState, _autocast, evaluate, synchronize, train_epoch
 from peftbench.measure import (
     NvmlPeak,
     cpu_has_native_bf16,
@@ -60,6 +60,7 @@ from peftbench.results import (
     write_json_atomic,
 )
 from peftbench.run_spec import RunSpec
+from peftbench.serving import serving_cost
 
 
 def quiet_libraries() -> None:
@@ -286,6 +287,16 @@ def finish(state: RunState) -> RunRecord:
         "total_params": total_params,
         "trainable_percent": 100 * trainable_params / total_params,
         "memory": memory,
+        "serving": serving_cost(
+            state.model,
+            spec.method,
+            state.method.uses_4bit_base(spec.params),
+            data.test,
+            data.pad_token_id,
+            spec.training.eval_batch_size,
+            state.device,
+            _autocast(state),
+        ),
         "model_size_mb": model_size_mb,
     }
     summary = train_summary(
