@@ -111,6 +111,13 @@ COLUMNS: list[Column] = [
     Column("train_flops", "train FLOPs", _dig("train_info", "flops", "train_flops"), _sci, False),
     Column("mfu", "MFU (%)", _dig("train_info", "flops", "mfu"), _percent, True),
     Column(
+        "tensor_peak_mib",
+        "peak tensor memory (MiB)",
+        _dig("measurements", "memory", "tensor_mib", "peak_mib"),
+        _fixed(0),
+        False,
+    ),
+    Column(
         "peak_rss_mb",
         "peak process RSS (MB)",
         _dig("measurements", "memory", "peak_rss_mb"),

@@ -21,6 +21,7 @@ UNITS = {
     "eval_time_per_eval_s": " s",
     "eval_examples_per_s": " examples/s",
     "model_size_mb": " MB",
+    "tensor_peak_mib": " MiB",
     "peak_rss_mb": " MB",
     "cuda_peak_allocated_mb": " MB",
     "cuda_peak_reserved_mb": " MB",

@@ -274,11 +274,14 @@ def load_reference() -> list[MethodStats]:
 
 
 def memory_key(runs: Sequence[Run]) -> str | None:
-    """The memory figure plots and advice use: CUDA peak allocated if every run has it, else RSS."""
+    """The memory figure plots and advice use: tensor memory (what the method keeps, measured
+    alike on every device) if every run has it, else CUDA peak allocated, else process RSS."""
     good = [run.record for run in runs if run.ok]
+    tensors = COLUMNS_BY_KEY["tensor_peak_mib"]
     cuda, rss = COLUMNS_BY_KEY["cuda_peak_allocated_mb"], COLUMNS_BY_KEY["peak_rss_mb"]
-    if good and all(number(cuda.get(r)) is not None for r in good):
-        return cuda.key
+    for column in (tensors, cuda):
+        if good and all(number(column.get(r)) is not None for r in good):
+            return column.key
     for column in (rss, cuda):
         if any(number(column.get(r)) is not None for r in good):
             return column.key
