@@ -166,26 +166,32 @@ def test_data_checks_find_empty_duplicate_and_overlapping_texts(tmp_path: Path, 
     train = _rows(texts[:30] + ["   ", texts[0], texts[1]], labels[:30] + [0, labels[0], labels[1]])
     test = _rows(texts[30:] + texts[2:5], labels[30:] + labels[2:5])  # 3 seen in train
     directory = _write_rows(tmp_path / "crafted", train, test)
-    data, _ = _prepare(DataConfig(dataset=str(directory)), tokenizer, tmp_path)
+    with pytest.raises(
+        PeftbenchError, match=r"1 row\(s\) with an empty text .*train.parquet row 31"
+    ):
+        _prepare(DataConfig(dataset=str(directory)), tokenizer, tmp_path)
+    data, _ = _prepare(DataConfig(dataset=str(directory), drop_invalid=True), tokenizer, tmp_path)
     warnings = " | ".join(data.info["warnings"])
-    assert "train: 1 empty or whitespace-only texts" in warnings
+    assert "train: dropped 1 invalid row(s) (data.drop_invalid)" in warnings
     assert "train: 2 duplicate texts" in warnings
     assert "3 test texts also appear in train" in warnings
 
     cleaned, _ = _prepare(
-        DataConfig(dataset=str(directory), drop_duplicates=True), tokenizer, tmp_path
+        DataConfig(dataset=str(directory), drop_duplicates=True, drop_invalid=True),
+        tokenizer,
+        tmp_path,
     )
-    assert cleaned.info["train_size"] == 31  # 33 rows less the 2 duplicates
+    assert cleaned.info["train_size"] == 30  # 33 rows less the empty one and the 2 duplicates
     assert cleaned.info["test_size"] == 10  # 13 rows less the 3 seen in train
     assert any(
         "dropped 2 duplicate train texts and 3 test texts" in w for w in cleaned.info["warnings"]
     )
 
 
-def test_labels_outside_declared_classes_are_an_error(tmp_path: Path, tokenizer) -> None:
+def test_more_classes_than_num_labels_is_an_error(tmp_path: Path, tokenizer) -> None:
     texts, labels = synthetic_reviews(20, seed=3)
     directory = _write_rows(tmp_path / "bad", _rows(texts, labels[:-1] + [5]), _rows(texts, labels))
-    with pytest.raises(PeftbenchError, match=r"labels \[5\] lie outside the declared classes 0..1"):
+    with pytest.raises(PeftbenchError, match=r"holds 3 classes \(0, 1, 5\), more than data.num"):
         _prepare(DataConfig(dataset=str(directory), num_labels=2), tokenizer, tmp_path)
 
 
@@ -208,5 +214,5 @@ def test_all_empty_texts_are_an_error(tmp_path: Path, tokenizer) -> None:
     directory = _write_rows(
         tmp_path / "empty", _rows([""] * 4, [0, 1, 0, 1]), _rows(["a", "b"], [0, 1])
     )
-    with pytest.raises(PeftbenchError, match="every text of the train split is empty"):
+    with pytest.raises(PeftbenchError, match=r"train split: 4 row\(s\) with an empty text"):
         _prepare(DataConfig(dataset=str(directory)), tokenizer, tmp_path)

@@ -45,10 +45,30 @@ class DataConfig:
     # An offline copy of `dataset` to read instead of the Hub. When unset, the directory
     # $PEFTBENCH_DATA_DIR/<dataset> is used if it exists.
     local_path: str | None = None
-    text_column: str = "text"
+    # The text: one column, or several joined (in order) with text_separator.
+    text_column: str | list[str] = "text"
+    text_separator: str = " "
+    # The second text of a sentence-pair task (NLI, paraphrase, GLUE RTE/MRPC): the two are
+    # tokenised as a pair (the model's separator between them; the longer one truncated first).
+    text_pair_column: str | None = None
     label_column: str = "label"
+    # The classes in id order, as the label values appear in the data, or the names of
+    # integer labels 0..K-1; null = the source's declared class names, else the sorted label
+    # values (1..4 -> ids 0..3).
+    label_names: list[str] | None = None
+    # Names of the columns of CSV / TSV files that have no header row, in order.
+    column_names: list[str] | None = None
+    # Text encoding of CSV / TSV / JSONL files ("utf-8", "latin-1", "cp1252", ...).
+    encoding: str = "utf-8"
+    # Rows with an empty label or text are an error; true drops them (the count is recorded).
+    drop_invalid: bool = False
     train_split: str = "train"
-    test_split: str = "test"
+    # null: carve a seeded, stratified test split of test_fraction from the training split.
+    test_split: str | None = "test"
+    test_fraction: float = 0.2
+    # A split of the source used by a method's `search:` instead of carving validation_size
+    # from the training subset, when the source has it; null = always carve.
+    validation_split: str | None = "validation"
     # Stratified, seeded subsets; null takes the whole split.
     train_size: int | None = None
     test_size: int | None = None
@@ -291,6 +311,12 @@ def _validate_numbers(config: ExperimentConfig) -> None:
         raise ConfigError(
             f"data.validation_size: a fraction in (0, 1) or a whole count, got {size}"
         )
+    if not 0.0 < config.data.test_fraction < 1.0:
+        raise ConfigError(
+            f"data.test_fraction: a fraction in (0, 1), got {config.data.test_fraction}"
+        )
+    if config.data.text_column == []:
+        raise ConfigError("data.text_column: name at least one column")
     if not config.seeds:
         raise ConfigError("seeds: give at least one seed, for example seeds: [0]")
     if len(set(config.seeds)) != len(config.seeds):

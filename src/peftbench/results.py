@@ -73,6 +73,10 @@ class RunRecord(TypedDict):
     metrics: dict[str, float]
     #   final test-set metrics after the last epoch: accuracy, macro_f1, precision, recall,
     #   loss (fractions in [0, 1], loss in nats)
+    class_metrics: dict[str, Any]
+    #   label_names (original label values by class id); per_class {name: {precision, recall,
+    #   f1, support}} on the test set after the last epoch; confusion_matrix (rows: gold,
+    #   columns: predicted, label_names order)
     measurements: dict[str, Any]
     #   trainable_params, total_params, trainable_percent (% of total);
     #   memory: {device, peak_rss_mb (the whole process, runtime included),
@@ -96,6 +100,9 @@ class Predictions(TypedDict):
     example_ids: list[int]  # index of each example in the test subset
     labels: list[int]  # gold label ids
     predictions: list[int]  # predicted label ids, same order
+    label_names: list[str]  # the original label value of each id (data_info.label_mapping)
+    gold_values: list[str]  # gold labels as the data holds them, same order
+    predicted_values: list[str]  # predictions as label values, same order
 
 
 def now_iso() -> str:

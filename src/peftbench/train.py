@@ -26,8 +26,9 @@ from torch import nn
 from transformers import get_linear_schedule_with_warmup
 
 from peftbench.checkpoints import load_checkpoint, remove_checkpoint, restore, save_checkpoint
+from peftbench.class_metrics import class_metrics
 from peftbench.config import ModelConfig
-from peftbench.data import load_prepared
+from peftbench.data import load_prepared, original_label_values
 from peftbench.flops import flops_summary, model_shape, peak_flops
 from peftbench.loop import DTYPES, RunState, _autocast, evaluate, synchronize, train_epoch
 from peftbench.measure import (
@@ -271,6 +272,7 @@ def finish(state: RunState) -> RunRecord:
     predictions = predictions_record(
         spec.run_id, data.test.example_ids, data.test.labels, state.predictions
     )
+    predictions.update(original_label_values(data.label_names, data.test.labels, state.predictions))
     write_json_atomic(predictions_file(run_dir), predictions)
     flops = flops_summary(
         state.flop_shape,
@@ -302,7 +304,9 @@ def finish(state: RunState) -> RunRecord:
     summary = train_summary(
         state.progress, len(data.test), state.precision, state.attention_dropout, flops
     )
-    return success_record(spec, state.progress, summary, measurements, environment(state.device))
+    record = success_record(spec, state.progress, summary, measurements, environment(state.device))
+    record["class_metrics"] = class_metrics(data.label_names, data.test.labels, state.predictions)
+    return record
 
 
 def execute_run(spec: RunSpec, progress: RunProgress | None = None) -> RunRecord:
