@@ -114,7 +114,8 @@ class TrainingConfig:
     gradient_checkpointing: bool = False
     # torch.compile the model (dynamic shapes); the first steps are slower while it compiles.
     compile: bool = False
-    # Attention kernel: PyTorch's scaled_dot_product_attention, or the eager reference code.
+    # Attention kernel: PyTorch's scaled_dot_product_attention (where the architecture has it;
+    # DeBERTa-v2/v3 has only eager code), or the eager reference code.
     attention: Literal["sdpa", "eager"] = "sdpa"
     # Dropout on the attention probabilities while training. PyTorch's fused CPU attention
     # kernel has no dropout: with it, SDPA falls back to unfused code that materialises and

@@ -26,8 +26,12 @@ PACKAGE_PREFIX = "package:"
 
 
 def shipped_architectures() -> list[str]:
-    """Names of the architecture configs that ship with peftbench (usable offline)."""
-    return sorted(p.stem for p in ARCHITECTURES_DIR.glob("*.json"))
+    """Names of the architecture configs that ship with peftbench (usable offline): Hub ids,
+    stored as <owner>/<name>.json."""
+    return sorted(
+        p.relative_to(ARCHITECTURES_DIR).with_suffix("").as_posix()
+        for p in ARCHITECTURES_DIR.rglob("*.json")
+    )
 
 
 def resolve_name(name: str) -> str:
@@ -80,7 +84,20 @@ def load_architecture(model: ModelConfig, num_labels: int) -> PretrainedConfig:
                 ) from exc
             raise _not_available("model", model.name, exc) from exc
     config.num_labels = num_labels
+    _set_pad_token_id(config)
     return config
+
+
+def _set_pad_token_id(config: PretrainedConfig) -> None:
+    """Decoders used as classifiers (GPT-2, Llama, ...) pool the last non-padding token, which
+    needs a padding id: their end-of-text token, as load_tokenizer pads with it."""
+    if getattr(config, "pad_token_id", None) is not None:
+        return
+    eos = getattr(config, "eos_token_id", None)
+    if isinstance(eos, list):
+        eos = eos[0] if eos else None
+    if eos is not None:
+        config.pad_token_id = eos
 
 
 def architecture_for_planning(model: ModelConfig, num_labels: int) -> tuple[PretrainedConfig, str]:
@@ -100,7 +117,7 @@ def load_tokenizer(model: ModelConfig) -> Any:
     """The tokenizer named by model.tokenizer (default: the model itself)."""
     name = model.tokenizer or model.name
     try:
-        return AutoTokenizer.from_pretrained(resolve_name(name), revision=model.revision)
+        tokenizer = AutoTokenizer.from_pretrained(resolve_name(name), revision=model.revision)
     except (OSError, ValueError) as exc:
         if model.init == "random" and model.tokenizer is None:
             raise PeftbenchError(
@@ -109,11 +126,23 @@ def load_tokenizer(model: ModelConfig) -> Any:
                 "than the model's)"
             ) from exc
         raise _not_available("tokenizer", name, exc) from exc
+    if tokenizer.pad_token is None:  # decoder tokenizers (GPT-2, Llama): pad with end-of-text
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    tokenizer.padding_side = "right"  # collate pads on the right; last-token pooling expects it
+    return tokenizer
+
+
+def attention_implementation(attention: str) -> str | None:
+    """What to ask Transformers for: "eager" as asked; for "sdpa" nothing, which gives SDPA
+    where the architecture has it and eager code where it has none (DeBERTa-v2/v3)."""
+    return "eager" if attention == "eager" else None
 
 
 def build_random_model(config: PretrainedConfig, attention: str = "sdpa") -> nn.Module:
     """A sequence-classification model with fresh weights (seed the RNG first to repeat it)."""
-    return AutoModelForSequenceClassification.from_config(config, attn_implementation=attention)
+    return AutoModelForSequenceClassification.from_config(
+        config, attn_implementation=attention_implementation(attention)
+    )
 
 
 def check_4bit_available() -> None:
@@ -128,6 +157,8 @@ def check_4bit_available() -> None:
 def _quantization_config(params: Any, compute_dtype: torch.dtype) -> Any:
     from transformers import BitsAndBytesConfig
 
+    from peftbench.methods.targets import every_head_name
+
     return BitsAndBytesConfig(
         load_in_4bit=True,
         bnb_4bit_quant_type=params.quant_type,
@@ -136,7 +167,7 @@ def _quantization_config(params: Any, compute_dtype: torch.dtype) -> Any:
         # The head is trained in full and PEFT copies it: quantising it breaks that copy.
         # Patterns match from the start of a module's full name ("bert.pooler.dense").
         llm_int8_skip_modules=[
-            rf"(?:.*\.)?{name}" for name in params.modules_to_save or ["classifier", "pooler"]
+            rf"(?:.*\.)?{name}" for name in params.modules_to_save or every_head_name()
         ],
     )
 
@@ -204,7 +235,7 @@ def load_model(
                 resolve_name(model.name),
                 config=config,
                 revision=model.revision,
-                attn_implementation=attention,
+                attn_implementation=attention_implementation(attention),
             )
         except OSError as exc:
             raise _not_available("model", model.name, exc) from exc
@@ -221,7 +252,7 @@ def load_model(
         loaded = AutoModelForSequenceClassification.from_pretrained(
             source,
             config=config,
-            attn_implementation=attention,
+            attn_implementation=attention_implementation(attention),
             quantization_config=quantization,
             device_map={"": device},
             revision=None if model.init == "random" else model.revision,

@@ -13,6 +13,7 @@ import torch
 
 from peftbench.config import ExperimentConfig
 from peftbench.methods import Method, MethodContext, get_method
+from peftbench.methods.targets import describe_adapted
 from peftbench.models import architecture_for_planning, build_random_model, count_parameters
 
 DEFAULT_PLAN_LABELS = 2
@@ -40,7 +41,7 @@ def count_method_parameters(config: ExperimentConfig) -> list[dict]:
             "error": None,
         }
         try:
-            trainable, total = _count(method, architecture, entry.params, context)
+            trainable, total, targets = _count(method, architecture, entry.params, context)
         except Exception as exc:  # noqa: BLE001 - reported in the plan; the run records it
             row["error"] = f"{type(exc).__name__}: {exc}"
             rows.append({**row, "trainable_params": None, "total_params": None})
@@ -51,6 +52,7 @@ def count_method_parameters(config: ExperimentConfig) -> list[dict]:
                 "trainable_params": trainable,
                 "total_params": total,
                 "trainable_percent": 100 * trainable / total,
+                "targets": targets,
             }
         )
     return rows
@@ -62,12 +64,13 @@ def _count(method: Method, architecture: Any, params: Any, context: MethodContex
     model (prefix tuning checks that the encoder uses its prefix)."""
     try:
         with torch.device("meta"):
-            return count_parameters(method.apply(build_random_model(architecture), params, context))
+            model = method.apply(build_random_model(architecture), params, context)
     except (RuntimeError, NotImplementedError, ValueError):
         # Random weights from a fixed seed, without touching the caller's random stream.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
-            return count_parameters(method.apply(build_random_model(architecture), params, context))
+            model = method.apply(build_random_model(architecture), params, context)
+    return (*count_parameters(model), describe_adapted(model))
 
 
 BYTES_FP32 = 4
@@ -130,4 +133,7 @@ def describe_plan(config: ExperimentConfig) -> str:
             f"{row['trainable_params']:,} | {row['trainable_percent']:.3f} | "
             f"{row['total_params']:,} |"
         )
+    targets = [f"- {row['label']}: {row['targets']}" for row in rows if row.get("targets")]
+    if targets:
+        lines += ["", "Modules each method adapts (resolved for this architecture):", *targets]
     return "\n".join(lines)

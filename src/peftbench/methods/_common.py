@@ -3,31 +3,27 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from torch import nn
 
 from peftbench.errors import PeftbenchError
+from peftbench.methods.targets import head_modules, resolve_targets
+
+__all__ = ["head_modules", "resolve_targets"]  # re-exported: the methods import them from here
 
 
-def head_modules(model: nn.Module, requested: list[str] | None) -> list[str]:
-    """Modules trained in full next to the adapter: the classification head by default.
-
-    PEFT's sequence-classification task trains `classifier` only. RoBERTa's classifier already
-    holds its dense layer; BERT-family models put that dense layer (+ tanh) in a separate
-    `pooler`, which would stay frozen at its pre-training values. Training it as well gives
-    both families the same head, and it is what lets adapters on BERT models learn (see
-    ../shared/docs/stack-notes.md: LoRA on MiniLM 58.7% -> 78.2% at the same learning rate).
-    """
-    if requested is not None:
-        return list(requested)
-    names = ["classifier"]
-    base = getattr(model, "base_model", None)
-    if getattr(base, "pooler", None) is not None:
-        names.append("pooler")
-    return names
+def check_target_modules(target_modules: list[str] | str | None) -> None:
+    """The shape every method's target_modules setting must have (ValueError otherwise)."""
+    if target_modules == []:
+        raise ValueError("target_modules: name at least one module, e.g. [query, value]")
+    if isinstance(target_modules, str) and target_modules != "all-linear":
+        raise ValueError(
+            f"target_modules: {target_modules!r}: give a list of module names, null (the "
+            "architecture's default) or all-linear"
+        )
 
 
 def freeze_all(model: nn.Module) -> None:
@@ -108,7 +104,7 @@ def lora_variant(model: nn.Module, params: Any, **variant: Any) -> nn.Module:
         r=params.r,
         lora_alpha=params.alpha,
         lora_dropout=params.dropout,
-        target_modules=list(params.target_modules),
+        target_modules=resolve_targets(model, params.target_modules),
         modules_to_save=head_modules(model, params.modules_to_save),
         **variant,
     )
@@ -149,16 +145,17 @@ class LycorisParams:
     alpha: int = 8
     rank_dropout: float = 0.0
     module_dropout: float = 0.0
-    target_modules: list[str] = field(default_factory=lambda: ["query", "value"])
-    # Modules trained in full next to the adapter; null = the classification head (and the
-    # pooler of BERT-family models), see head_modules.
+    # null = the architecture's query and value projections (methods/targets.py); a list of
+    # module names; or all-linear.
+    target_modules: list[str] | str | None = None
+    # Modules trained in full next to the adapter; null = the architecture's classification
+    # head (classifier / score, and the pooler of BERT-family models), see methods/targets.py.
     modules_to_save: list[str] | None = None
 
     def validate(self) -> None:
         if self.r <= 0 or self.alpha <= 0:
             raise ValueError(f"r and alpha must be positive, got r={self.r}, alpha={self.alpha}")
-        if not self.target_modules:
-            raise ValueError("target_modules: name at least one module, e.g. [query, value]")
+        check_target_modules(self.target_modules)
 
 
 def lycoris_options(model: nn.Module, params: LycorisParams) -> dict[str, Any]:
@@ -168,6 +165,6 @@ def lycoris_options(model: nn.Module, params: LycorisParams) -> dict[str, Any]:
         "alpha": params.alpha,
         "rank_dropout": params.rank_dropout,
         "module_dropout": params.module_dropout,
-        "target_modules": list(params.target_modules),
+        "target_modules": resolve_targets(model, params.target_modules),
         "modules_to_save": head_modules(model, params.modules_to_save),
     }

@@ -4,13 +4,18 @@ Fine-Tuning")."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from peft import AdaLoraConfig, TaskType, get_peft_model
 from torch import nn
 
 from peftbench.methods import Method, MethodContext
-from peftbench.methods._common import QuantizedBaseParams, head_modules
+from peftbench.methods._common import (
+    QuantizedBaseParams,
+    check_target_modules,
+    head_modules,
+    resolve_targets,
+)
 
 
 @dataclass
@@ -24,7 +29,9 @@ class AdaLoraSettings:
     target_r: int = 8
     alpha: int = 32
     dropout: float = 0.1
-    target_modules: list[str] = field(default_factory=lambda: ["query", "value"])
+    # null = the architecture's query and value projections (methods/targets.py); a list
+    # of module names; or all-linear (every linear layer outside the head).
+    target_modules: list[str] | str | None = None
     # The schedule as fractions of the run's optimiser steps: no pruning during the first
     # tinit_fraction, fixed ranks during the last tfinal_fraction. The authors' GLUE scripts
     # use 12-17% and 44-52% (SST-2: 6,000 and 22,000 of ~50,500 steps; MRPC: 600 and 1,800 of
@@ -52,8 +59,7 @@ class AdaLoraSettings:
             )
         if self.delta_t <= 0 or self.alpha <= 0 or self.orth_reg_weight < 0:
             raise ValueError("delta_t and alpha must be positive, orth_reg_weight >= 0")
-        if not self.target_modules:
-            raise ValueError("target_modules: name at least one module, e.g. [query, value]")
+        check_target_modules(self.target_modules)
 
 
 @dataclass
@@ -72,7 +78,7 @@ def apply(model: nn.Module, params: AdaLoraParams, context: MethodContext) -> nn
         target_r=params.target_r,
         lora_alpha=params.alpha,
         lora_dropout=params.dropout,
-        target_modules=list(params.target_modules),
+        target_modules=resolve_targets(model, params.target_modules),
         tinit=tinit,
         tfinal=tfinal,
         deltaT=params.delta_t,

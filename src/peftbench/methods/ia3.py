@@ -8,7 +8,8 @@ from peft import IA3Config, TaskType, get_peft_model
 from torch import nn
 
 from peftbench.methods import Method, MethodContext
-from peftbench.methods._common import head_modules
+from peftbench.methods._common import check_target_modules, head_modules
+from peftbench.methods.targets import resolve_ia3_targets
 
 
 @dataclass
@@ -16,26 +17,33 @@ class IA3Params:
     # IA3 trains ~100x fewer adapter weights than LoRA and wants a larger rate; 3e-3 is the
     # T-Few paper's rate (Liu et al. 2022, section 3.3). The study states none.
     learning_rate: float = 3e-3
-    # null = PEFT's defaults for the architecture (for BERT/RoBERTa: key, value, output.dense).
-    target_modules: list[str] | None = None
+    # null = the architecture's key, value and feed-forward output (methods/targets.py; for
+    # BERT/RoBERTa: key, value, output.dense); a list of module names; or all-linear (every
+    # linear layer outside the head, the feed-forward outputs among them scaling their input).
+    target_modules: list[str] | str | None = None
     feedforward_modules: list[str] | None = None
     # Modules trained in full next to the adapter; null = the classification head (and the
     # pooler of BERT-family models), see methods/_common.py.
     modules_to_save: list[str] | None = None
 
     def validate(self) -> None:
-        if (self.target_modules is None) != (self.feedforward_modules is None):
+        check_target_modules(self.target_modules)
+        explicit = self.target_modules not in (None, "all-linear")
+        if explicit and self.feedforward_modules is None:
             raise ValueError(
-                "give target_modules and feedforward_modules together, or neither "
-                "(feedforward_modules must be a subset of target_modules)"
+                "give feedforward_modules with a list of target_modules (the feed-forward ones "
+                "among them, possibly []), or leave target_modules null / all-linear"
             )
 
 
 def apply(model: nn.Module, params: IA3Params, context: MethodContext) -> nn.Module:
+    targets, feedforward = resolve_ia3_targets(
+        model, params.target_modules, params.feedforward_modules
+    )
     config = IA3Config(
         task_type=TaskType.SEQ_CLS,
-        target_modules=params.target_modules,
-        feedforward_modules=params.feedforward_modules,
+        target_modules=targets,
+        feedforward_modules=feedforward,
         modules_to_save=head_modules(model, params.modules_to_save),
     )
     return get_peft_model(model, config)

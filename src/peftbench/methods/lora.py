@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from torch import nn
 
 from peftbench.methods import Method, MethodContext
-from peftbench.methods._common import lora_variant
+from peftbench.methods._common import check_target_modules, lora_variant
 
 
 @dataclass
@@ -19,7 +19,9 @@ class LoraParams:
     alpha: int = 16
     dropout: float = 0.1
     # r=8 on query and value is the LoRA paper's setting and the study's.
-    target_modules: list[str] = field(default_factory=lambda: ["query", "value"])
+    # null = the architecture's query and value projections (methods/targets.py); a list
+    # of module names; or all-linear (every linear layer outside the head).
+    target_modules: list[str] | str | None = None
     # Modules trained in full next to the adapter; null = the classification head (and the
     # pooler of BERT-family models), see methods/_common.py.
     modules_to_save: list[str] | None = None
@@ -29,8 +31,7 @@ class LoraParams:
             raise ValueError(f"r and alpha must be positive, got r={self.r}, alpha={self.alpha}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
-        if not self.target_modules:
-            raise ValueError("target_modules: name at least one module, e.g. [query, value]")
+        check_target_modules(self.target_modules)
 
 
 def apply(model: nn.Module, params: LoraParams, context: MethodContext) -> nn.Module:

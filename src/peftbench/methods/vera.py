@@ -4,13 +4,18 @@ Adaptation")."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from peft import TaskType, VeraConfig, get_peft_model
 from torch import nn
 
 from peftbench.methods import Method, MethodContext
-from peftbench.methods._common import QuantizedBaseParams, head_modules
+from peftbench.methods._common import (
+    QuantizedBaseParams,
+    check_target_modules,
+    head_modules,
+    resolve_targets,
+)
 
 
 @dataclass
@@ -23,7 +28,9 @@ class VeraSettings:
     # roberta-base); each adapted layer trains r + out_features scaling values.
     r: int = 256
     # Query and value, as LoRA, so that the two differ only in how the update is parametrised.
-    target_modules: list[str] = field(default_factory=lambda: ["query", "value"])
+    # null = the architecture's query and value projections (methods/targets.py); a list
+    # of module names; or all-linear (every linear layer outside the head).
+    target_modules: list[str] | str | None = None
     dropout: float = 0.0  # PEFT's default
     d_initial: float = 0.1  # initial value of the d vector: PEFT's default, from the paper
     projection_seed: int = 0  # seed of the shared random matrices (saved with the adapter)
@@ -36,8 +43,7 @@ class VeraSettings:
             raise ValueError(f"r must be positive, got {self.r}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
-        if not self.target_modules:
-            raise ValueError("target_modules: name at least one module, e.g. [query, value]")
+        check_target_modules(self.target_modules)
 
 
 @dataclass
@@ -49,7 +55,7 @@ def apply(model: nn.Module, params: VeraParams, context: MethodContext) -> nn.Mo
     config = VeraConfig(
         task_type=TaskType.SEQ_CLS,
         r=params.r,
-        target_modules=list(params.target_modules),
+        target_modules=resolve_targets(model, params.target_modules),
         vera_dropout=params.dropout,
         d_initial=params.d_initial,
         projection_prng_key=params.projection_seed,
