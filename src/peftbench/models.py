@@ -236,6 +236,8 @@ def load_model(
                 config=config,
                 revision=model.revision,
                 attn_implementation=attention_implementation(attention),
+                # A checkpoint with a head for another number of classes gets a fresh head.
+                ignore_mismatched_sizes=True,
             )
         except OSError as exc:
             raise _not_available("model", model.name, exc) from exc
@@ -256,6 +258,7 @@ def load_model(
             quantization_config=quantization,
             device_map={"": device},
             revision=None if model.init == "random" else model.revision,
+            ignore_mismatched_sizes=True,
         )
     if device.type == "cpu":
         _disable_cpu_inference_repacking(loaded)

@@ -221,19 +221,20 @@ def run_experiment(config: ExperimentConfig, force: bool = False) -> ExperimentO
     """Prepare the data once, then do every run that is not already finished."""
     _interrupt_on_sigterm()
     output_dir = config.output_path
-    check_writable(output_dir)
     if any(get_method(e.method).uses_4bit_base(e.params) for e in config.methods):
         check_4bit_available()
+    # The data is read and checked before anything is written: bad data leaves no output.
+    print(f"preparing data: {config.data.dataset}", flush=True)
+    tokenizer = load_tokenizer(config.model)
+    tokenizer_id = f"{config.model.tokenizer or config.model.name}@{config.model.revision}"
+    prepared, data_cache = prepare_data(
+        config.data, tokenizer, tokenizer_id, config.training.max_length, output_dir / "cache"
+    )
+    check_writable(output_dir)
     check_resources(config)
     with experiment_lock(output_dir):
         (output_dir / "experiment.yaml").write_text(
             yaml.safe_dump(to_plain(config), sort_keys=False), encoding="utf-8"
-        )
-        print(f"preparing data: {config.data.dataset}", flush=True)
-        tokenizer = load_tokenizer(config.model)
-        tokenizer_id = f"{config.model.tokenizer or config.model.name}@{config.model.revision}"
-        prepared, data_cache = prepare_data(
-            config.data, tokenizer, tokenizer_id, config.training.max_length, output_dir / "cache"
         )
         info = prepared.info
         print(

@@ -46,8 +46,8 @@ def handle_invalid_rows(split: RawSplit, name: str, data: DataConfig) -> tuple[R
         )
         if not data.drop_invalid:
             raise PeftbenchError(
-                f"{name} split: {summary}. Fix: clean the data, or set data.drop_invalid: true "
-                "to drop such rows (the count dropped is recorded)"
+                f"{name} split: {summary} (rows counted from 1 after any header). Fix: clean the "
+                "data, or set data.drop_invalid: true to drop such rows (the count is recorded)"
             )
         bad = {i for rows in problems.values() for i in rows}
         split = split.select([i for i in range(len(split.labels)) if i not in bad])

@@ -68,6 +68,30 @@ def unify(values: list[Any]) -> list[Any]:
     return values
 
 
+def _float(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def check_fractional(splits: dict[str, Any], column: str) -> None:
+    """A numeric label column (as CSV text or numbers) holding a fraction is not a class column."""
+    numbers_ = [(name, i, _float(v)) for name, s in splits.items() for i, v in enumerate(s.labels)]
+    if not numbers_ or any(n is None for _, _, n in numbers_):
+        return  # not a numeric column: string classes such as "1.5" stay names
+    for name, index, number in numbers_:
+        if not _whole(number):
+            where = f"{name} split, {splits[name].locate(index)}"
+            raise PeftbenchError(
+                f"{where}: label {splits[name].labels[index]} in column {column!r} is not a "
+                "class (a fractional number); peftbench classifies, it does not regress. Fix: "
+                "data.label_column must name a column of classes"
+            )
+
+
 def label_name(value: Any) -> str:
     return str(value)
 

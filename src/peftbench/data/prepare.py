@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +20,7 @@ from peftbench.data.checks import (
     drop_duplicates,
     handle_invalid_rows,
 )
-from peftbench.data.labels import unify, vocabulary
+from peftbench.data.labels import check_fractional, unify, vocabulary
 from peftbench.data.sources import RawSplit, has_split, read_split, resolve_local_copy, text_columns
 from peftbench.data.splits import holdout, stratified_subset
 from peftbench.errors import PeftbenchError
@@ -90,6 +92,7 @@ def _map_labels(
     splits: dict[str, RawSplit], declared: list[str] | None, data: DataConfig
 ) -> tuple[dict[str, list[int]], list[str], dict[str, Any]]:
     """Label ids per split, class names, and the recorded mapping."""
+    check_fractional(splits, data.label_column)
     values = [v for split in splits.values() for v in split.labels]
     unified = unify(values)
     start = 0
@@ -250,10 +253,17 @@ def carve_validation(prepared: PreparedData, size: float, seed: int) -> Prepared
 
 def save_prepared(prepared: PreparedData, cache_file: Path) -> None:
     """Write prepared data for the workers (temporary file, then rename)."""
-    cache_file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache_file.with_suffix(".tmp")
-    torch.save(_to_cache(prepared), tmp)
-    tmp.replace(cache_file)
+    try:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=cache_file.parent, prefix=cache_file.stem, suffix=".tmp")
+        os.close(fd)
+        torch.save(_to_cache(prepared), tmp)
+        os.replace(tmp, cache_file)
+    except OSError as exc:
+        raise PeftbenchError(
+            f"the token cache {cache_file} cannot be written ({exc.strerror}); fix: choose "
+            "another output directory with output_dir=PATH"
+        ) from exc
 
 
 def _to_cache(prepared: PreparedData) -> dict:
