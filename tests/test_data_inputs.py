@@ -287,3 +287,8 @@ def test_four_class_csv_with_labels_1_to_4_end_to_end(tmp_path: Path, tiny_bert:
     assert sum(map(sum, matrix)) == 48
     correct = sum(matrix[i][i] for i in range(4))
     assert correct / 48 == pytest.approx(record["metrics"]["accuracy"])
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "## Per-class results" in report and "### Confusion matrix: lora" in report
+    assert "| gold \\ predicted | 1 | 2 | 3 | 4 |" in report
+    first_row = " | ".join(map(str, matrix[0]))
+    assert f"| 1 | {first_row} |" in report

@@ -45,6 +45,8 @@ class DataConfig:
     # An offline copy of `dataset` to read instead of the Hub. When unset, the directory
     # $PEFTBENCH_DATA_DIR/<dataset> is used if it exists.
     local_path: str | None = None
+    # The Hub dataset's configuration, for datasets that have several ("mrpc" of nyu-mll/glue).
+    dataset_config: str | None = None
     # The text: one column, or several joined (in order) with text_separator.
     text_column: str | list[str] = "text"
     text_separator: str = " "

@@ -244,7 +244,7 @@ def _read_hub(data: DataConfig, split: str) -> tuple[RawSplit, list[str] | None]
     import datasets
 
     try:
-        dataset = datasets.load_dataset(data.dataset, split=split)
+        dataset = datasets.load_dataset(data.dataset, data.dataset_config, split=split)
     except Exception as exc:  # datasets raises many types for "not reachable / not found"
         raise PeftbenchError(
             f"dataset {data.dataset!r} (split {split!r}) could not be loaded from the Hub or its "
@@ -276,6 +276,6 @@ def has_split(data: DataConfig, split: str) -> bool:
     try:
         import datasets
 
-        return split in datasets.get_dataset_split_names(data.dataset)
+        return split in datasets.get_dataset_split_names(data.dataset, data.dataset_config)
     except Exception:  # unreachable Hub: the train/test reads report it
         return False

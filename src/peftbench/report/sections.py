@@ -251,12 +251,15 @@ def runs_section(inputs: ReportInputs) -> list[Block]:
     ]
 
 
+from peftbench.report.classes import class_section  # noqa: E402 - it needs ReportInputs
+
 Section = Callable[[ReportInputs], list[Block]]
 SECTIONS: list[Section] = [
     title_section,
     bottom_line_section,
     results_section,
     statistics_section,
+    class_section,
     recommendations_section,
     plots_section,
     runs_section,
