@@ -292,3 +292,12 @@ def test_four_class_csv_with_labels_1_to_4_end_to_end(tmp_path: Path, tiny_bert:
     assert "| gold \\ predicted | 1 | 2 | 3 | 4 |" in report
     first_row = " | ".join(map(str, matrix[0]))
     assert f"| 1 | {first_row} |" in report
+
+
+def test_a_source_under_the_data_dir_is_recorded_relative_to_it(
+    tmp_path: Path, bert_tokenizer, monkeypatch: pytest.MonkeyPatch
+):
+    _write_csv(tmp_path / "root" / "news", {s: _news(12, 1, [0, 1]) for s in ("train", "test")})
+    monkeypatch.setenv("PEFTBENCH_DATA_DIR", str(tmp_path / "root"))
+    prepared = _prepare(DataConfig(dataset="news", text_column="title"), bert_tokenizer, tmp_path)
+    assert prepared.info["source"] == "$PEFTBENCH_DATA_DIR/news"

@@ -73,7 +73,7 @@ class RunRecord(TypedDict):
     metrics: dict[str, float]
     #   final test-set metrics after the last epoch: accuracy, macro_f1, precision, recall,
     #   loss (fractions in [0, 1], loss in nats)
-    class_metrics: dict[str, Any]
+    class_metrics: dict[str, Any]  # optional (OPTIONAL_KEYS): absent from older records
     #   label_names (original label values by class id); per_class {name: {precision, recall,
     #   f1, support}} on the test set after the last epoch; confusion_matrix (rows: gold,
     #   columns: predicted, label_names order)
@@ -93,6 +93,10 @@ class RunRecord(TypedDict):
     meta_info: dict[str, Any]
     #   packages {name: version}, python, platform, device_name, cpu, gpu, torch_threads,
     #   git_commit (of the peftbench checkout, or None)
+
+
+# RunRecord keys that records written by earlier versions of this schema may lack.
+OPTIONAL_KEYS = frozenset({"class_metrics"})
 
 
 class Predictions(TypedDict):
@@ -267,7 +271,7 @@ def read_record(path: Path) -> RunRecord:
             f"{path}: schema version {version!r}, this peftbench reads versions "
             f"{', '.join(map(str, READABLE_VERSIONS))}"
         )
-    missing = [key for key in RunRecord.__annotations__ if key not in data]
+    missing = [k for k in RunRecord.__annotations__ if k not in data and k not in OPTIONAL_KEYS]
     if missing:
         raise RecordError(f"{path}: missing fields {', '.join(missing)}")
     return data  # type: ignore[return-value]

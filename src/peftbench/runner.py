@@ -71,6 +71,24 @@ def check_writable(directory: Path) -> None:
         ) from exc
 
 
+def existing_ancestor(path: Path) -> Path:
+    """`path` itself if it exists, else its nearest ancestor that does."""
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def check_creatable(directory: Path) -> None:
+    """Fail early, creating nothing, when `directory` could not be made: its nearest existing
+    ancestor is not a writable folder."""
+    ancestor = existing_ancestor(directory)
+    if not ancestor.is_dir() or not os.access(ancestor, os.W_OK | os.X_OK):
+        raise PeftbenchError(
+            f"output directory {directory} cannot be written ({ancestor} is not a writable "
+            "folder); fix: choose another with output_dir=PATH"
+        )
+
+
 @contextmanager
 def experiment_lock(directory: Path) -> Iterator[None]:
     """Hold an exclusive lock on the output directory for the whole experiment."""
@@ -195,7 +213,7 @@ def check_resources(config: ExperimentConfig) -> None:
     from peftbench.plan import count_method_parameters, estimate_resources
 
     needs = estimate_resources(config, count_method_parameters(config))
-    free_mb = shutil.disk_usage(config.output_path).free / 2**20
+    free_mb = shutil.disk_usage(existing_ancestor(config.output_path)).free / 2**20
     print(
         f"needs about {needs['disk_mb']:,.0f} MB of disk (saved models and a checkpoint; "
         f"{free_mb:,.0f} MB free) and {needs['memory_mb']:,.0f} MB of memory for weights, "
@@ -224,6 +242,8 @@ def run_experiment(config: ExperimentConfig, force: bool = False) -> ExperimentO
     if any(get_method(e.method).uses_4bit_base(e.params) for e in config.methods):
         check_4bit_available()
     # The data is read and checked before anything is written: bad data leaves no output.
+    check_creatable(output_dir)
+    check_resources(config)
     print(f"preparing data: {config.data.dataset}", flush=True)
     tokenizer = load_tokenizer(config.model)
     tokenizer_id = f"{config.model.tokenizer or config.model.name}@{config.model.revision}"
@@ -231,7 +251,6 @@ def run_experiment(config: ExperimentConfig, force: bool = False) -> ExperimentO
         config.data, tokenizer, tokenizer_id, config.training.max_length, output_dir / "cache"
     )
     check_writable(output_dir)
-    check_resources(config)
     with experiment_lock(output_dir):
         (output_dir / "experiment.yaml").write_text(
             yaml.safe_dump(to_plain(config), sort_keys=False), encoding="utf-8"

@@ -21,7 +21,13 @@ from peftbench.data.checks import (
     handle_invalid_rows,
 )
 from peftbench.data.labels import check_fractional, unify, vocabulary
-from peftbench.data.sources import RawSplit, has_split, read_split, resolve_local_copy, text_columns
+from peftbench.data.sources import (
+    RawSplit,
+    describe_source,
+    has_split,
+    read_split,
+    text_columns,
+)
 from peftbench.data.splits import holdout, stratified_subset
 from peftbench.errors import PeftbenchError
 
@@ -196,7 +202,7 @@ def prepare_data(
 
     train = tokenized["train"]
     info = {
-        "source": str(resolve_local_copy(data) or f"hub:{data.dataset}"),
+        "source": describe_source(data),
         "text_columns": text_columns(data),
         "text_pair_column": data.text_pair_column,
         "label_column": data.label_column,

@@ -80,6 +80,22 @@ def resolve_local_copy(data: DataConfig) -> Path | None:
     return None
 
 
+def describe_source(data: DataConfig) -> str:
+    """Where the data came from, for the record: a path under $PEFTBENCH_DATA_DIR is written
+    relative to it (records name no machine's folders), a Hub dataset as hub:<id>."""
+    local = resolve_local_copy(data)
+    if local is None:
+        config = f" ({data.dataset_config})" if data.dataset_config else ""
+        return f"hub:{data.dataset}{config}"
+    root = os.environ.get(DATA_DIR_ENV)
+    if root:
+        try:
+            return f"${DATA_DIR_ENV}/{local.resolve().relative_to(Path(root).resolve())}"
+        except ValueError:
+            pass
+    return str(local)
+
+
 def _is_aclimdb(path: Path) -> bool:
     return (path / "train" / "pos").is_dir() and (path / "train" / "neg").is_dir()
 

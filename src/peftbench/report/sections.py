@@ -122,6 +122,16 @@ def _data_line(group: str, record: dict[str, Any]) -> str:
         text += f"; {100 * truncated:.1f} % of train examples truncated{at}"
     else:
         text += "; fraction truncated not recorded (older record)"
+    columns = data_info.get("text_columns")
+    if columns:
+        pair = data_info.get("text_pair_column")
+        text += f"; text from {' + '.join(map(str, columns))}" + (
+            f", paired with {pair}" if pair else ""
+        )
+        mapping = as_dict(data_info.get("label_mapping"))
+        text += f"; labels from {data_info.get('label_column')} ({mapping.get('order', '?')})"
+    for note in data_info.get("splits") or []:
+        text += f"; {note}"
     parts = "; ".join(f"{split} {counts}" for split, counts in balance.items())
     return text + (f"; label balance {parts}" if parts else "")
 
