@@ -37,7 +37,7 @@ def test_study_config_matches_the_study() -> None:
     assert (t.epochs, t.train_batch_size, t.eval_batch_size, t.max_length) == (3, 16, 64, 512)
     assert [m.method for m in config.methods] == ["full", "lora", "qlora", "ia3"]
     lora = config.methods[1].params
-    assert lora.r == 8 and lora.target_modules is None  # the architecture's query + value
+    assert lora.r == 8 and lora.target_modules == ["query", "value"]
 
 
 def test_defaults_and_method_params() -> None:

@@ -222,3 +222,14 @@ def test_every_shipped_architecture_plans_offline(tmp_path: Path) -> None:
     assert f"| lora | lora | 0.0005 | {lora:,} |" in plan
     assert "- lora: adapters on q_proj x24, v_proj x24 (48 modules); trained in full: score" in plan
     assert "- ia3: adapters on k_proj x24, v_proj x24, down_proj x24 (72 modules)" in plan
+
+
+@pytest.mark.parametrize("method_name", ["vera", "loha", "lokr", "adalora", "dora"])
+def test_the_other_adapters_find_a_decoders_projections(tmp_path: Path, method_name: str) -> None:
+    config = CASES["qwen2"][0]
+    model = _tiny(tmp_path, config.__class__.from_dict(config.to_dict()))
+    method = get_method(method_name)
+    adapted = method.apply(model, method.params_class(), MethodContext(total_steps=10))
+    summary = describe_adapted(adapted)
+    assert summary.startswith("adapters on q_proj x2, v_proj x2 (4 modules)"), summary
+    assert summary.endswith("trained in full: score")
