@@ -114,3 +114,29 @@ def test_malformed_override_is_an_error() -> None:
 def test_missing_config_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "nope.yaml")
+
+
+def test_execution_section_defaults_and_checks() -> None:
+    config = parse_config(MINIMAL)
+    assert config.execution.backend == "local" and config.execution.workers_per_run == 1
+    ray = {
+        "backend": "ray",
+        "address": "auto",
+        "max_concurrent": 4,
+        "resources_per_run": {"cpus": 2, "gpus": 1},
+        "workers_per_run": 2,
+        "storage": "/shared/peftbench",
+    }
+    execution = parse_config({**MINIMAL, "execution": ray}).execution
+    assert execution.resources_per_run.gpus == 1.0 and execution.max_concurrent == 4
+    bad = [
+        ({"backend": "spark"}, "execution.backend: got 'spark', expected 'local' | 'ray'"),
+        ({"backend": "ray", "max_concurrent": 0}, "execution.max_concurrent: must be a positive"),
+        ({"backend": "ray", "resources_per_run": {"gpu": 1}}, "unknown field 'gpu'"),
+        ({"backend": "ray", "resources_per_run": {"cpus": 0}}, "cpus: must be > 0"),
+        ({"workers_per_run": 2}, "execution.workers_per_run: needs execution.backend: ray"),
+        ({"backend": "ray", "workers_per_run": 32}, "cannot exceed training.train_batch_size"),
+    ]
+    for section, message in bad:
+        with pytest.raises(ConfigError, match=message.replace("|", r"\|")):
+            parse_config({**MINIMAL, "execution": section})

@@ -17,9 +17,9 @@ from conftest import tiny_config
 
 from peftbench.checkpoints import checkpoint_file
 from peftbench.cli import main
+from peftbench.execution import LOCK_FILE
 from peftbench.report import build_report
 from peftbench.results import load_records, read_record
-from peftbench.runner import LOCK_FILE
 
 
 def _config(tmp_path: Path, model: Path, data: Path, out: Path, **extra) -> Path:

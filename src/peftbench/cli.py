@@ -20,12 +20,14 @@ def _load(args: argparse.Namespace):
     overrides = list(args.overrides)
     if getattr(args, "seeds", None):
         overrides.append(f"seeds=[{args.seeds}]")
+    if getattr(args, "parallel", None) is not None:
+        overrides += ["execution.backend=ray", f"execution.max_concurrent={args.parallel}"]
     return load_config(args.config, overrides)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from peftbench.execution import run_experiment
     from peftbench.results import RECORD_FILE, RUNS_DIR
-    from peftbench.runner import run_experiment
 
     config = _load(args)
     outcome = run_experiment(config, force=args.force)
@@ -113,6 +115,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = with_config("run", "run every method of an experiment and record the results")
     run.add_argument("--force", action="store_true", help="redo runs that already finished")
+    run.add_argument(
+        "--parallel",
+        type=int,
+        metavar="N",
+        help="N runs at once on an embedded Ray (sets execution.backend=ray, max_concurrent=N)",
+    )
     run.set_defaults(handler=cmd_run)
     plan = with_config("plan", "show what would run: trainable parameters, predicted memory")
     plan.add_argument("--memory", help="a device memory to fit, e.g. 24GiB or 16GB")

@@ -134,6 +134,35 @@ class TrainingConfig:
 
 
 @dataclass
+class RunResources:
+    """What one run (each of its workers, when workers_per_run > 1) reserves on a Ray node."""
+
+    # CPU cores; also the run's CPU thread count. null: an even share of a node's cores
+    # among execution.max_concurrent runs (1 when max_concurrent is null).
+    cpus: float | None = None
+    # GPUs; the run sees only these. null: 1 where the cluster has GPUs, else 0.
+    gpus: float | None = None
+
+
+@dataclass
+class ExecutionConfig:
+    """Where the runs execute: here one at a time, or as Ray tasks (peftbench.execution)."""
+
+    backend: Literal["local", "ray"] = "local"
+    # Ray only. null: start an embedded Ray on this machine; "auto", "HOST:6379" or
+    # "ray://HOST:10001": join a running cluster.
+    address: str | None = None
+    # At most this many runs at once (null: as many as the resources allow).
+    max_concurrent: int | None = None
+    resources_per_run: RunResources = field(default_factory=RunResources)
+    # > 1: one run trains data-parallel over this many workers (DDP, gloo on CPU).
+    workers_per_run: int = 1
+    # A directory every node can write (a shared mount) for checkpoints and trained models,
+    # when output_dir is not on shared storage. null: they go under output_dir.
+    storage: str | None = None
+
+
+@dataclass
 class MethodSpec:
     """One entry of `methods:`: a label, the registered method it runs, its hyperparameters."""
 
@@ -161,6 +190,7 @@ class ExperimentConfig:
     training: TrainingConfig = field(default_factory=TrainingConfig)
     seeds: list[int] = field(default_factory=lambda: [0])
     output_dir: str | None = None  # default: results/<name>
+    execution: ExecutionConfig = field(default_factory=ExecutionConfig)
 
     @property
     def output_path(self) -> Path:
@@ -326,6 +356,36 @@ def _validate_numbers(config: ExperimentConfig) -> None:
         raise ConfigError(f"seeds: each seed once, got {config.seeds}")
 
 
+def _validate_execution(execution: ExecutionConfig, training: TrainingConfig) -> None:
+    _positive(execution.max_concurrent, "execution.max_concurrent", allow_none=True)
+    _positive(execution.workers_per_run, "execution.workers_per_run")
+    per_step = execution.workers_per_run * training.gradient_accumulation_steps
+    if per_step > training.train_batch_size:
+        raise ConfigError(
+            f"execution.workers_per_run ({execution.workers_per_run}) x "
+            f"training.gradient_accumulation_steps cannot exceed training.train_batch_size "
+            f"({training.train_batch_size}): each worker needs examples in every step"
+        )
+    resources = execution.resources_per_run
+    if resources.cpus is not None and resources.cpus <= 0:
+        raise ConfigError(f"execution.resources_per_run.cpus: must be > 0, got {resources.cpus}")
+    if resources.gpus is not None and resources.gpus < 0:
+        raise ConfigError(f"execution.resources_per_run.gpus: must be >= 0, got {resources.gpus}")
+    if execution.backend == "local":
+        ray_only = {
+            "address": execution.address is not None,
+            "max_concurrent": (execution.max_concurrent or 1) > 1,
+            "workers_per_run": execution.workers_per_run > 1,
+            "storage": execution.storage is not None,
+        }
+        used = [name for name, set_ in ray_only.items() if set_]
+        if used:
+            raise ConfigError(
+                f"execution.{used[0]}: needs execution.backend: ray (the local backend runs "
+                "one run at a time on this machine); fix: execution.backend=ray, or --parallel N"
+            )
+
+
 def _parse_methods(raw_methods: Any) -> list[MethodSpec]:
     from peftbench.methods import get_method, method_names
 
@@ -376,6 +436,7 @@ def parse_config(raw: dict) -> ExperimentConfig:
     config = from_dict(ExperimentConfig, {**raw, "methods": []}, "config")
     config.methods = methods
     _validate_numbers(config)
+    _validate_execution(config.execution, config.training)
     if config.training.pipeline == "reference":
         config.training = reference_pipeline(config.training)
     return config

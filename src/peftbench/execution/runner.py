@@ -1,46 +1,32 @@
-"""An experiment -> its runs (method x seed), each in its own process, records kept safe.
+"""An experiment -> its runs (method x seed), on a backend, records kept safe.
 
-A run whose record already holds a success for the same resolved config is not redone; a run
-that crashes, is killed or interrupted leaves a failure record and the others go on.
+The data is prepared once; the scheduler (schedule.py) decides what runs and what is already
+finished; a backend executes the runs: here one at a time (local.py) or as Ray tasks
+(ray_backend.py). A run that crashes, is killed or interrupted leaves a failure record and the
+others go on.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import fcntl
-import multiprocessing
 import os
-import re
 import shutil
 import signal
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import yaml
 
-from peftbench.checkpoints import remove_checkpoint
-from peftbench.config import ExperimentConfig, MethodSpec, stable_hash, to_plain
-from peftbench.data import PreparedData, carve_validation, prepare_data, save_prepared
+from peftbench.config import ExperimentConfig, to_plain
+from peftbench.data import prepare_data
 from peftbench.errors import PeftbenchError
+from peftbench.execution.local import LocalBackend
+from peftbench.execution.schedule import Backend, Scheduler
 from peftbench.methods import get_method
 from peftbench.models import check_4bit_available, load_tokenizer
-from peftbench.results import (
-    RUNS_DIR,
-    RecordError,
-    RunProgress,
-    RunRecord,
-    failure_record,
-    load_records,
-    read_record,
-    record_file,
-    write_json_atomic,
-)
-from peftbench.run_spec import RunSpec
-from peftbench.train import run_worker
+from peftbench.results import RunRecord, load_records
 
 LOCK_FILE = ".peftbench.lock"
 
@@ -110,97 +96,6 @@ def experiment_lock(directory: Path) -> Iterator[None]:
         handle.close()
 
 
-def make_spec(
-    config: ExperimentConfig,
-    entry: MethodSpec,
-    params: Any,
-    seed: int,
-    run_id: str,
-    data_cache: Path,
-    role: str = "final",
-    search: dict | None = None,
-) -> RunSpec:
-    """A run, identified by a hash of everything that decides its result."""
-    spec = RunSpec(
-        run_id=run_id,
-        label=entry.label,
-        method=entry.method,
-        params=params,
-        seed=seed,
-        experiment=config.name,
-        config_hash="",
-        model=config.model,
-        training=config.training,
-        data_cache=str(data_cache),
-        run_dir=str(config.output_path / RUNS_DIR / run_id),
-        role=role,
-        search=search,
-    )
-    spec.config_hash = stable_hash({**spec.resolved_config(), "data": config.data, "role": role})
-    return spec
-
-
-def search_run_id(label: str, combo: dict[str, Any]) -> str:
-    """e.g. lora-search-learning_rate=0.001 (characters safe in a directory name)."""
-    values = "-".join(
-        f"{name}={value:g}" if isinstance(value, float) else f"{name}={value}"
-        for name, value in combo.items()
-    )
-    return f"{label}-search-" + re.sub(r"[^A-Za-z0-9_.=+-]", "_", values)
-
-
-def finished(spec: RunSpec) -> bool:
-    """True when the run already has a successful record made from the same config."""
-    try:
-        record = read_record(record_file(spec.run_dir))
-    except RecordError:
-        return False
-    return record["status"] == "success" and record["config_hash"] == spec.config_hash
-
-
-def run_in_process(spec: RunSpec) -> None:
-    """Run one spec in a fresh process; if it dies without a record, write one for it."""
-    record_path = record_file(spec.run_dir)
-    Path(spec.run_dir).mkdir(parents=True, exist_ok=True)
-    started = time.time()
-    process = multiprocessing.get_context("spawn").Process(target=run_worker, args=(spec,))
-    process.start()
-    try:
-        process.join()
-    except KeyboardInterrupt:
-        # Ctrl-C reaches the worker too (same process group); SIGTERM reached only us, so
-        # pass it on. Either way the worker records itself as canceled.
-        process.join(timeout=5)
-        if process.is_alive():
-            process.terminate()
-        process.join(timeout=60)
-        if process.is_alive():
-            process.kill()
-            process.join()
-        _record_if_missing(spec, record_path, started, "canceled", "Interrupted", "interrupted")
-        raise
-    _record_if_missing(
-        spec,
-        record_path,
-        started,
-        "failed",
-        "ProcessDied",
-        f"the run's process ended with exit code {process.exitcode} without writing a record "
-        "(killed, out of memory, or a crash in native code)",
-    )
-
-
-def _record_if_missing(
-    spec: RunSpec, record_path: Path, started: float, status: str, error_type: str, message: str
-) -> None:
-    if record_path.exists() and record_path.stat().st_mtime >= started:
-        return
-    progress = RunProgress(
-        started_at=time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(started))
-    )
-    write_json_atomic(record_path, failure_record(spec, status, error_type, message, progress))
-
-
 def write_summary(output_dir: Path, records: list[RunRecord]) -> str:
     """Write summary.md and summary.csv next to the runs; return the Markdown table."""
     from peftbench.report import write_summary as write_results_table
@@ -238,6 +133,25 @@ def _interrupt_on_sigterm() -> None:
 def run_experiment(config: ExperimentConfig, force: bool = False) -> ExperimentOutcome:
     """Prepare the data once, then do every run that is not already finished."""
     _interrupt_on_sigterm()
+    # Ray is reached (and its resources checked) before anything is written.
+    backend = connect_backend(config)
+    try:
+        return _run_with(backend, config, force)
+    finally:
+        close = getattr(backend, "close", None)
+        if close is not None:
+            close()
+
+
+def connect_backend(config: ExperimentConfig) -> Backend:
+    if config.execution.backend == "ray":
+        from peftbench.execution.ray_backend import RayBackend
+
+        return RayBackend.connect(config)
+    return LocalBackend()
+
+
+def _run_with(backend: Backend, config: ExperimentConfig, force: bool) -> ExperimentOutcome:
     output_dir = config.output_path
     if any(get_method(e.method).uses_4bit_base(e.params) for e in config.methods):
         check_4bit_available()
@@ -264,10 +178,10 @@ def run_experiment(config: ExperimentConfig, force: bool = False) -> ExperimentO
         for warning in info["warnings"]:
             print(f"  data warning: {warning}", flush=True)
 
-        runner = _Runner(config, force, data_cache, prepared)
-        runner.run_all()
+        scheduler = Scheduler(config, force, data_cache, prepared, backend)
+        scheduler.run_all()
         records, skipped = load_records(output_dir)
-        order = [spec.run_id for spec in runner.finals]
+        order = [spec.run_id for spec in scheduler.finals]
         records = sorted(
             (r for r in records if r["run_id"] in order), key=lambda r: order.index(r["run_id"])
         )
@@ -276,128 +190,9 @@ def run_experiment(config: ExperimentConfig, force: bool = False) -> ExperimentO
     print("\n" + table, flush=True)
     if report_files:
         print(f"report: {', '.join(str(f) for f in report_files)}", flush=True)
-    return ExperimentOutcome(records, skipped, runner.ran, runner.reused, runner.interrupted)
-
-
-class _Runner:
-    """Does an experiment's runs in order: each method's search (if any), then its seeds."""
-
-    def __init__(
-        self, config: ExperimentConfig, force: bool, data_cache: Path, prepared: PreparedData
-    ) -> None:
-        self.config, self.force = config, force
-        self.data_cache, self.prepared = data_cache, prepared
-        self.ran: list[str] = []
-        self.reused: list[str] = []
-        self.finals: list[RunSpec] = []
-        self.interrupted = False
-        self.total = sum(
-            (len(e.grid()) if e.search else 0) + len(config.seeds) for e in config.methods
-        )
-        self.number = 0
-
-    def run_all(self) -> None:
-        for entry in self.config.methods:
-            params, search = entry.params, None
-            if entry.search:
-                params, search = self.search(entry)
-                if self.interrupted:
-                    return
-            for seed in self.config.seeds:
-                spec = make_spec(
-                    self.config,
-                    entry,
-                    params,
-                    seed,
-                    f"{entry.label}-seed{seed}",
-                    self.data_cache,
-                    search=search,
-                )
-                self.finals.append(spec)
-                if params is None:  # every search run failed: nothing to run with
-                    self.number += 1
-                    write_json_atomic(
-                        record_file(spec.run_dir),
-                        failure_record(
-                            spec,
-                            "failed",
-                            "SearchFailed",
-                            "every hyperparameter value tried in the search failed",
-                            RunProgress(),
-                        ),
-                    )
-                    continue
-                if not self.execute(spec):
-                    return
-
-    def execute(self, spec: RunSpec) -> bool:
-        """Do one run unless it is finished; False when interrupted."""
-        self.number += 1
-        prefix = f"[{self.number}/{self.total}] {spec.run_id}"
-        if not self.force and finished(spec):
-            print(f"{prefix}: finished earlier, kept", flush=True)
-            self.reused.append(spec.run_id)
-            return True
-        if self.force:
-            remove_checkpoint(Path(spec.run_dir))
-        print(f"{prefix}: {spec.method}", flush=True)
-        try:
-            run_in_process(spec)
-        except KeyboardInterrupt:
-            print(f"interrupted during {spec.run_id}; run again to resume", flush=True)
-            self.interrupted = True
-            return False
-        self.ran.append(spec.run_id)
-        return True
-
-    def search(self, entry: MethodSpec) -> tuple[Any, dict]:
-        """Try every value of the grid on the validation split; return the best params."""
-        config = self.config
-        search_cache = self.data_cache.with_name(
-            f"{self.data_cache.stem}-validation-{config.data.validation_size:g}.pt"
-        )
-        if not search_cache.exists():
-            save_prepared(
-                carve_validation(
-                    self.prepared, config.data.validation_size, config.data.subset_seed
-                ),
-                search_cache,
-            )
-        tried = []
-        for combo in entry.grid():
-            spec = make_spec(
-                config,
-                entry,
-                dataclasses.replace(entry.params, **combo),
-                config.seeds[0],
-                search_run_id(entry.label, combo),
-                search_cache,
-                role="search",
-            )
-            if not self.execute(spec):
-                return None, {}
-            try:
-                record = read_record(record_file(spec.run_dir))
-                accuracy = (
-                    record["metrics"].get("accuracy") if record["status"] == "success" else None
-                )
-            except RecordError:
-                accuracy = None
-            tried.append({"values": combo, "run_id": spec.run_id, "validation_accuracy": accuracy})
-        scored = [t for t in tried if t["validation_accuracy"] is not None]
-        summary = {"grid": entry.search, "tried": tried, "selected_by": "validation accuracy"}
-        if not scored:
-            return None, {**summary, "chosen": None}
-        best = max(scored, key=lambda t: t["validation_accuracy"])  # first of equals wins
-        print(
-            f"  search for {entry.label}: chose {best['values']} (validation accuracy "
-            f"{100 * best['validation_accuracy']:.2f}%)",
-            flush=True,
-        )
-        return dataclasses.replace(entry.params, **best["values"]), {
-            **summary,
-            "chosen": best["values"],
-        }
+    return ExperimentOutcome(
+        records, skipped, scheduler.ran, scheduler.reused, scheduler.interrupted
+    )
 
 
 def write_report(output_dir: Path) -> list[Path]:

@@ -1,0 +1,365 @@
+"""Runs as Ray tasks: on this machine's cores and GPUs (embedded Ray) or on a cluster.
+
+Each run is one task in a fresh worker process (`max_calls=1`), holding the resources of
+`execution.resources_per_run`: its peak memory is its own, a crash or an out-of-memory kill
+takes only that run, and on GPUs it sees only its own device(s). The driver puts the prepared
+data into the object store once; the worker returns the record, predictions and log (see
+remote.py), and the driver writes them under output_dir atomically. Only this module imports
+Ray.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import secrets
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from peftbench.checkpoints import load_checkpoint
+from peftbench.config import ExecutionConfig, ExperimentConfig
+from peftbench.data import load_prepared
+from peftbench.errors import PeftbenchError
+from peftbench.execution.local import record_if_missing
+from peftbench.execution.remote import (
+    LOG_FILE,
+    MODEL_DIR,
+    STORAGE_MARKER,
+    RemoteResult,
+    run_remote,
+)
+from peftbench.results import PREDICTIONS_FILE, RECORD_FILE, RUNS_DIR, write_json_atomic
+from peftbench.train import RunSpec
+
+EMBEDDED_OBJECT_STORE_BYTES = 2**30  # holds the tokenised data many times over
+CONNECT_TIMEOUT_S = 10
+
+
+@dataclass
+class Resources:
+    cpus: float
+    gpus: float
+
+    def as_ray(self) -> dict[str, float]:
+        return {"num_cpus": self.cpus, "num_gpus": self.gpus}
+
+    def describe(self) -> str:
+        return f"{{cpus: {self.cpus:g}, gpus: {self.gpus:g}}}"
+
+
+def import_ray() -> Any:
+    try:
+        import ray
+    except ImportError:
+        raise PeftbenchError(
+            "execution.backend: ray needs Ray, which is not installed here; fix: pip install "
+            "'peftbench[ray]', or use execution.backend=local"
+        ) from None
+    return ray
+
+
+def check_reachable(address: str) -> None:
+    """Fail fast, with the address in the message, when nothing listens there."""
+    if address == "auto":
+        return
+    host_port = address.removeprefix("ray://")
+    host, _, port = host_port.rpartition(":")
+    if not host or not port.isdigit():
+        raise PeftbenchError(
+            f"execution.address: {address!r} is not an address; expected null (embedded Ray), "
+            "'auto', 'HOST:PORT' or 'ray://HOST:PORT'"
+        )
+    try:
+        socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as exc:
+        raise PeftbenchError(
+            f"execution.address: cannot reach a Ray cluster at {address} ({exc}); fix: start "
+            "one (ray start --head) or correct the address"
+        ) from None
+
+
+def alive_nodes(ray: Any) -> list[dict[str, float]]:
+    return [node["Resources"] for node in ray.nodes() if node.get("Alive")]
+
+
+def default_resources(execution: ExecutionConfig, nodes: list[dict[str, float]]) -> Resources:
+    """1 GPU per run where there are GPUs, else an even share of a node's cores among
+    max_concurrent runs (1 core each when max_concurrent is null)."""
+    asked = execution.resources_per_run
+    node_cpus = max(node.get("CPU", 0) for node in nodes)
+    node_gpus = max(node.get("GPU", 0) for node in nodes)
+    gpus = asked.gpus if asked.gpus is not None else (1.0 if node_gpus else 0.0)
+    cpus = asked.cpus
+    if cpus is None:
+        if gpus and node_gpus:
+            cpus = max(1, math.floor(node_cpus / node_gpus * gpus))
+        else:
+            cpus = max(1, math.floor(node_cpus / (execution.max_concurrent or node_cpus)))
+    return Resources(float(cpus), float(gpus))
+
+
+def slots(nodes: list[dict[str, float]], need: Resources) -> int:
+    """How many workers of `need` the cluster holds at once."""
+    total = 0
+    for node in nodes:
+        fits = [math.floor(node.get("CPU", 0) / need.cpus + 1e-9)]
+        if need.gpus:
+            fits.append(math.floor(node.get("GPU", 0) / need.gpus + 1e-9))
+        total += min(fits)
+    return total
+
+
+def _describe(nodes: list[dict[str, float]]) -> str:
+    return "; ".join(f"{n.get('CPU', 0):g} CPUs, {n.get('GPU', 0):g} GPUs" for n in nodes)
+
+
+class RayBackend:
+    def __init__(self, ray: Any, config: ExperimentConfig, owns_ray: bool) -> None:
+        self.ray, self.config, self.owns_ray = ray, config, owns_ray
+        execution = config.execution
+        nodes = alive_nodes(ray)
+        self.resources = default_resources(execution, nodes)
+        self.workers = execution.workers_per_run
+        room = slots(nodes, self.resources)
+        if room < self.workers:
+            raise PeftbenchError(
+                f"execution.resources_per_run {self.resources.describe()} x workers_per_run "
+                f"{self.workers}: no room for that in the Ray cluster (nodes: "
+                f"{_describe(nodes)}); fix: ask for less, or add nodes that have it"
+            )
+        self.capacity = execution.max_concurrent or max(1, room // self.workers)
+        self.token = secrets.token_hex(16)
+        self.data_refs: dict[str, Any] = {}
+        self.runs: list[_Run] = []
+        self.task = ray.remote(max_calls=1, max_retries=0)(run_task)
+        print(
+            f"Ray: {len(nodes)} node(s) ({_describe(nodes)}); each run takes "
+            f"{self.resources.describe()}, {self.capacity} at once",
+            flush=True,
+        )
+
+    @classmethod
+    def connect(cls, config: ExperimentConfig) -> RayBackend:
+        """Start an embedded Ray, or join the cluster at execution.address (a Ray already
+        initialised in this process is used as it is, and left running)."""
+        ray = import_ray()
+        address = config.execution.address
+        if address is not None:
+            check_reachable(address)
+        owns_ray = not ray.is_initialized()
+        if owns_ray and address is None:
+            _start_embedded(ray)
+        elif owns_ray:
+            _join(ray, address)
+        try:
+            return cls(ray, config, owns_ray)
+        except BaseException:
+            if owns_ray:
+                ray.shutdown()
+            raise
+
+    def close(self) -> None:
+        if self.owns_ray:
+            self.ray.shutdown()
+
+    # ------------------------------------------------------------------------------------
+
+    def running(self) -> int:
+        return len(self.runs)
+
+    def storage_root(self) -> Path:
+        """Where runs keep checkpoints and models: output_dir, or execution.storage/<name>."""
+        storage = self.config.execution.storage
+        root = Path(storage) / self.config.name if storage else self.config.output_path
+        return root.resolve()
+
+    def start(self, spec: RunSpec) -> None:
+        root = self.storage_root()
+        marker = root / STORAGE_MARKER
+        if not marker.exists() or marker.read_text(encoding="utf-8") != self.token:
+            root.mkdir(parents=True, exist_ok=True)
+            _write_text_atomic(marker, self.token)
+        data = self.data_refs.get(spec.data_cache)
+        if data is None:
+            data = self.data_refs[spec.data_cache] = self.ray.put(
+                load_prepared(Path(spec.data_cache))
+            )
+        threads = max(1, int(self.resources.cpus))
+        args = (spec, data, threads, str(root / RUNS_DIR / spec.run_id), str(marker), self.token)
+        if self.workers > 1:
+            from peftbench.execution.ray_group import start_group
+
+            refs, group = start_group(self.ray, self.resources, self.workers, args)
+        else:
+            options = {"name": f"peftbench:{spec.run_id}", **self.resources.as_ray()}
+            refs, group = [self.task.options(**options).remote(*args)], None
+        self.runs.append(_Run(spec, time.time(), refs, group))
+
+    def wait(self) -> list[RunSpec]:
+        """Wait for a run whose workers all returned, or one of whose workers failed."""
+        while True:  # short waits, so that Ctrl-C is seen at once
+            pending = [ref for run in self.runs for ref in run.refs]
+            ready, _ = self.ray.wait(pending, num_returns=len(pending), timeout=1.0)
+            ready_set = set(ready)
+            finished = [run for run in self.runs if _settled(self.ray, run, ready_set)]
+            if finished:
+                break
+        for run in finished:
+            self.runs.remove(run)
+            self._keep(run)
+        return [run.spec for run in finished]
+
+    def _keep(self, run: _Run) -> None:
+        ready, _ = self.ray.wait(run.refs, num_returns=len(run.refs), timeout=0)
+        self._stop(run)  # the workers still running wait for one that stopped: end them
+        results: list[RemoteResult] = []
+        crash = None
+        for ref in run.refs:
+            if ref not in ready:
+                continue
+            try:
+                results.append(self.ray.get(ref))
+            except self.ray.exceptions.RayError as exc:  # the worker or its node died
+                crash = exc
+        failed = [r for r in results if not r.record or r.record["status"] != "success"]
+        if failed or crash is None and len(results) == len(run.refs):
+            if failed:
+                result = failed[0]
+            elif len(results) > 1:
+                from peftbench.execution.ray_group import merge_workers
+
+                result = merge_workers(results)
+            else:
+                result = results[0]
+            write_result(run.spec, result, self.workers)
+        message = " ".join(str(crash).strip().splitlines()[:3])[:500]
+        record_if_missing(
+            run.spec,
+            run.started,
+            "failed",
+            type(crash).__name__ if crash else "NoRecord",
+            f"the run's Ray worker died without a result: {message}",
+            self._progress_so_far(run.spec),
+        )
+
+    def _stop(self, run: _Run) -> None:
+        """End whatever is left of a run's workers, and free its reserved resources."""
+        for ref in run.refs:
+            self.ray.cancel(ref, force=True)
+        if run.group is not None:
+            self.ray.util.remove_placement_group(run.group)
+
+    def _progress_so_far(self, spec: RunSpec) -> dict[str, Any]:
+        """The epochs in the run's last checkpoint, when the driver can read it."""
+        checkpoint = load_checkpoint(self.storage_root() / RUNS_DIR / spec.run_id, spec.config_hash)
+        return {"epochs": checkpoint["progress"]["epochs"]} if checkpoint else {}
+
+    def cancel(self) -> list[RunSpec]:
+        message = "interrupted (Ctrl-C or SIGTERM); run again to resume from the last epoch"
+        for run in self.runs:
+            self._stop(run)
+            progress = self._progress_so_far(run.spec)
+            record_if_missing(run.spec, run.started, "canceled", "Interrupted", message, progress)
+        canceled = [run.spec for run in self.runs]
+        self.runs.clear()
+        return canceled
+
+
+@dataclass
+class _Run:
+    spec: RunSpec
+    started: float
+    refs: list[Any]  # one per worker
+    group: Any  # the placement group holding a multi-worker run's workers together
+
+
+def _settled(ray: Any, run: _Run, ready: set[Any]) -> bool:
+    """All of a run's workers returned, or one failed (the others would wait for it)."""
+    if all(ref in ready for ref in run.refs):
+        return True
+    for ref in run.refs:
+        if ref in ready:
+            try:
+                result = ray.get(ref)
+            except ray.exceptions.RayError:
+                return True
+            if not result.record or result.record["status"] != "success":
+                return True
+    return False
+
+
+def run_task(*args: Any) -> RemoteResult:
+    """The Ray task of one run: remote.run_remote, plus the Ray node it ran on."""
+    import ray
+
+    result = run_remote(*args)
+    result.node_id = ray.get_runtime_context().get_node_id()
+    return result
+
+
+def write_result(spec: RunSpec, result: RemoteResult, workers: int = 1) -> None:
+    """Write what a worker returned under the driver's run directory (each file atomically)."""
+    run_dir = Path(spec.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    _write_text_atomic(run_dir / LOG_FILE, result.log)
+    if result.model_files is not None:
+        model_dir = run_dir / MODEL_DIR
+        tmp = run_dir / f".{MODEL_DIR}.tmp"
+        for name, content in result.model_files.items():
+            (tmp / name).parent.mkdir(parents=True, exist_ok=True)
+            (tmp / name).write_bytes(content)
+        if model_dir.exists():
+            import shutil
+
+            shutil.rmtree(model_dir)
+        tmp.rename(model_dir)
+    if result.predictions is not None and result.record and result.record["status"] == "success":
+        write_json_atomic(run_dir / PREDICTIONS_FILE, result.predictions)
+    if result.record is not None:
+        result.record["run_info"]["execution"] = {
+            "backend": "ray",
+            "node": result.node,
+            "node_id": result.node_id,
+            "pid": result.pid,
+            "workers": workers,
+            "shared_storage": result.shared,
+            "model_dir": str(run_dir / MODEL_DIR) if result.model_files else result.model_dir,
+        }
+        write_json_atomic(run_dir / RECORD_FILE, result.record)
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _join(ray: Any, address: str) -> None:
+    try:
+        ray.init(address=address, log_to_driver=False, logging_level="ERROR")
+    except Exception as exc:  # noqa: BLE001 - Ray raises several kinds
+        hint = ""
+        if "token" in str(exc).lower():
+            hint = (
+                "; fix: give this machine the cluster's token (RAY_AUTH_MODE=token and "
+                "RAY_AUTH_TOKEN, or ~/.ray/auth_token)"
+            )
+        first_line = (str(exc).strip().splitlines() or [""])[0]
+        raise PeftbenchError(
+            f"execution.address: could not join the Ray cluster at {address}: "
+            f"{type(exc).__name__}: {first_line[:300]}{hint}"
+        ) from None
+
+
+def _start_embedded(ray: Any) -> None:
+    """A Ray instance on this machine, for this experiment only (no dashboard)."""
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    ray.init(
+        include_dashboard=False,
+        object_store_memory=min(EMBEDDED_OBJECT_STORE_BYTES, int(memory * 0.3)),
+        log_to_driver=False,
+        logging_level="ERROR",
+    )

@@ -1,0 +1,356 @@
+"""The Ray backend, on a real embedded Ray (2 CPUs) and a real two-node cluster on this machine.
+
+Runs are tiny (the fixtures' 2-layer models, one or a few short epochs); no mock of Ray, the
+model or the trainer.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from datetime import datetime
+from pathlib import Path
+
+import psutil
+import pytest
+import yaml
+from conftest import REPO, tiny_config
+
+from peftbench.checkpoints import checkpoint_file
+from peftbench.cli import main
+from peftbench.results import load_records, read_record
+
+ray = pytest.importorskip("ray")  # declared in the test extra; the suite installs it
+
+SHORT = {"epochs": 1, "train_batch_size": 16, "eval_batch_size": 32, "max_length": 48}
+LONG = {"epochs": 3, "train_batch_size": 8, "eval_batch_size": 32, "max_length": 48}
+# Fields that say when, where and how fast a run went; everything else must be equal.
+HOST_FIELDS = {
+    "run_info": {"started_at", "finished_at", "execution"},
+    "train_info": {"train_time_s", "eval_time_s", "train_tokens_per_s", "eval_examples_per_s"},
+    "measurements": {"memory"},
+}
+EPOCH_TIMES = {"train_time_s", "eval_time_s"}
+
+
+@pytest.fixture(scope="module")
+def embedded_ray():
+    """One embedded Ray for the module (2 CPUs, a small object store, no dashboard).
+
+    run_experiment uses a Ray that is already initialised and leaves it running."""
+    temp_dir = tempfile.mkdtemp(prefix="pb-ray-", dir="/tmp")
+    ray.init(
+        num_cpus=2,
+        object_store_memory=120 * 2**20,
+        include_dashboard=False,
+        log_to_driver=False,
+        logging_level="ERROR",
+        _temp_dir=temp_dir,
+    )
+    yield ray
+    ray.shutdown()
+
+
+def _write(raw: dict, path: Path) -> Path:
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def _config(model: Path, data: Path, out: Path, training: dict, methods: dict, **extra) -> dict:
+    raw = tiny_config(model, data, out, training=training, methods=methods, **extra)
+    raw["training"]["num_threads"] = 1  # the same in both backends: equal numbers
+    raw["data"] = {**raw["data"], "train_size": 64, "test_size": 32}
+    return raw
+
+
+def _comparable(record: dict) -> dict:
+    record = copy.deepcopy(record)
+    for section, names in HOST_FIELDS.items():
+        for name in names:
+            record[section].pop(name, None)
+    record["train_info"].pop("flops", None)  # achieved FLOP/s and MFU are timings
+    record.pop("meta_info")
+    for epoch in record["train_info"]["epochs"]:
+        for name in EPOCH_TIMES:
+            epoch.pop(name)
+    return record
+
+
+def _interval(record: dict) -> tuple[datetime, datetime]:
+    info = record["run_info"]
+    return datetime.fromisoformat(info["started_at"]), datetime.fromisoformat(info["finished_at"])
+
+
+def test_two_runs_at_a_time_equal_the_local_backend(
+    embedded_ray, tiny_roberta: Path, tiny_dataset: Path, tmp_path: Path
+) -> None:
+    methods = {"lora": {"learning_rate": 5e-3}, "ia3": {"learning_rate": 2e-2}}
+    local_out, ray_out = tmp_path / "local", tmp_path / "ray"
+    for out, extra in ((local_out, []), (ray_out, ["--parallel", "2"])):
+        raw = _config(tiny_roberta, tiny_dataset, out, SHORT, methods, seeds=[0, 1])
+        assert main(["run", str(_write(raw, tmp_path / f"{out.name}.yaml")), *extra]) == 0
+
+    local = {r["run_id"]: r for r in load_records(local_out)[0]}
+    parallel = {r["run_id"]: r for r in load_records(ray_out)[0]}
+    assert (
+        sorted(parallel) == sorted(local) == ["ia3-seed0", "ia3-seed1", "lora-seed0", "lora-seed1"]
+    )
+    for run_id, record in parallel.items():
+        assert record["status"] == "success", record["error"]
+        assert record["run_info"]["execution"]["backend"] == "ray"
+        assert _comparable(record) == _comparable(local[run_id]), run_id
+        for out in (local_out, ray_out):
+            assert (out / "runs" / run_id / "model").is_dir()
+        predictions = [
+            json.loads((out / "runs" / run_id / "predictions.json").read_text())
+            for out in (local_out, ray_out)
+        ]
+        assert predictions[0] == predictions[1]
+        assert "epoch 1: train loss" in (ray_out / "runs" / run_id / "log.txt").read_text()
+    # Two at a time: some pair of runs was running at the same moment.
+    intervals = sorted(_interval(r) for r in parallel.values())
+    assert any(
+        later[0] < earlier[1] for earlier, later in zip(intervals, intervals[1:], strict=False)
+    )
+    pids = {r["run_info"]["execution"]["pid"] for r in parallel.values()}
+    assert len(pids) == 4  # a fresh worker process per run
+
+
+def _kill_when_checkpointed(run_dir: Path, deadline_s: float = 300) -> threading.Thread:
+    """SIGKILL the Ray worker of a run as soon as its first epoch checkpoint exists."""
+
+    def kill() -> None:
+        deadline = time.time() + deadline_s
+        while not checkpoint_file(run_dir).exists() and time.time() < deadline:
+            time.sleep(0.02)
+        for process in psutil.process_iter(["cmdline"]):
+            if f"peftbench:{run_dir.name}" in " ".join(process.info["cmdline"] or []):
+                process.kill()
+
+    thread = threading.Thread(target=kill, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_a_failing_run_and_a_killed_worker_are_recorded_and_the_killed_one_resumes(
+    embedded_ray, tiny_roberta: Path, tiny_dataset: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    methods = {
+        "broken": {"method": "lora", "target_modules": ["no_such_module"]},
+        "lora": {"learning_rate": 5e-3},
+        "ia3": {"learning_rate": 2e-2},
+    }
+    config = _write(_config(tiny_roberta, tiny_dataset, out, LONG, methods), tmp_path / "c.yaml")
+    killer = _kill_when_checkpointed(out / "runs" / "lora-seed0")
+    assert main(["run", str(config), "--parallel", "2"]) == 1
+    killer.join()
+
+    records = {r["run_id"]: r for r in load_records(out)[0]}
+    assert records["ia3-seed0"]["status"] == "success"
+    assert records["broken-seed0"]["status"] == "failed"
+    assert records["broken-seed0"]["error"]["type"] == "NoMatchingPeftModuleError"
+    killed = records["lora-seed0"]
+    assert killed["status"] == "failed"
+    assert "Ray worker died" in killed["error"]["message"], killed["error"]
+    assert killed["error"]["epoch_reached"] >= 1  # read from its checkpoint
+    kept = (out / "runs" / "ia3-seed0" / "record.json").stat().st_mtime_ns
+
+    assert main(["run", str(config), "--parallel", "2"]) == 1  # broken fails again
+    resumed = read_record(out / "runs" / "lora-seed0" / "record.json")
+    assert resumed["status"] == "success"
+    assert resumed["train_info"]["resumed_from_epoch"] >= 1
+    assert (out / "runs" / "ia3-seed0" / "record.json").stat().st_mtime_ns == kept
+
+
+def _processes_with(marker: str) -> list[psutil.Process]:
+    found = []
+    for process in psutil.process_iter():
+        try:
+            if process.environ().get("PEFTBENCH_TEST_MARKER") == marker:
+                found.append(process)
+        except (psutil.AccessDenied, psutil.NoSuchProcess, psutil.ZombieProcess):
+            continue
+    return found
+
+
+def test_driver_killed_mid_study_then_restarted_redoes_nothing_finished(
+    embedded_ray, tiny_roberta: Path, tiny_dataset: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    methods = {"ia3": {"learning_rate": 2e-2}, "lora": {"learning_rate": 5e-3}}
+    config = _config(tiny_roberta, tiny_dataset, out, LONG, methods, seeds=[0, 1])
+    path = _write(config, tmp_path / "c.yaml")
+    marker = f"driver-kill-{os.getpid()}-{time.time()}"
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")]),
+        "PEFTBENCH_TEST_MARKER": marker,  # to find (and end) only this test's processes
+    }
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "peftbench.cli", "run", str(path), "--parallel", "2"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.time() + 400
+        while (
+            not any(r["status"] == "success" for r in load_records(out)[0])
+            and time.time() < deadline
+        ):
+            assert driver.poll() is None, "the study ended before it could be killed"
+            time.sleep(0.1)
+        os.killpg(driver.pid, signal.SIGKILL)  # the driver and its embedded Ray
+        driver.wait()
+    finally:
+        time.sleep(2)
+        for process in _processes_with(marker):  # workers in sessions of their own
+            process.kill()
+    done_before = {
+        r["run_id"]: (out / "runs" / r["run_id"] / "record.json").stat().st_mtime_ns
+        for r in load_records(out)[0]
+        if r["status"] == "success"
+    }
+    assert done_before and len(done_before) < 4
+
+    assert main(["run", str(path), "--parallel", "2"]) == 0
+    records = {r["run_id"]: r for r in load_records(out)[0]}
+    assert sorted(records) == ["ia3-seed0", "ia3-seed1", "lora-seed0", "lora-seed1"]
+    assert all(r["status"] == "success" for r in records.values())
+    for run_id, stamp in done_before.items():
+        assert (out / "runs" / run_id / "record.json").stat().st_mtime_ns == stamp
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _expect_refused(argv: list[str], out: Path, capsys: pytest.CaptureFixture, *needles: str):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("peftbench: error:") == 1 and "Traceback" not in err
+    for needle in needles:
+        assert needle in err, err
+    assert not out.exists()  # nothing written
+
+
+def test_bad_execution_input_is_refused_before_anything_is_written(
+    embedded_ray, tiny_roberta: Path, tiny_dataset: Path, tmp_path: Path, capsys
+) -> None:
+    out = tmp_path / "out"
+    raw = _config(tiny_roberta, tiny_dataset, out, SHORT, {"ia3": {"learning_rate": 2e-2}})
+    config = str(_write(raw, tmp_path / "c.yaml"))
+    port = _free_port()  # nothing listens there
+    _expect_refused(
+        ["run", config, "execution.backend=ray", f"execution.address=127.0.0.1:{port}"],
+        out,
+        capsys,
+        f"cannot reach a Ray cluster at 127.0.0.1:{port}",
+        "ray start --head",
+    )
+    # This embedded Ray has 2 CPUs and no GPU.
+    _expect_refused(
+        ["run", config, "--parallel", "2", "execution.resources_per_run={gpus: 1}"],
+        out,
+        capsys,
+        "execution.resources_per_run {cpus: 1, gpus: 1}",
+        "no room",
+        "2 CPUs, 0 GPUs",
+    )
+    _expect_refused(
+        ["run", config, "execution.max_concurrent=2"],
+        out,
+        capsys,
+        "execution.max_concurrent: needs execution.backend: ray",
+    )
+    _expect_refused(["run", config, "execution.backend=spark"], out, capsys, "execution.backend")
+
+
+def test_ray_missing_is_one_clear_error(tiny_roberta: Path, tiny_dataset: Path, tmp_path: Path):
+    hidden = tmp_path / "hide-ray"
+    hidden.mkdir()
+    # A module named ray that fails to import, ahead of the installed one on the path.
+    (hidden / "ray.py").write_text("raise ImportError(\"No module named 'ray'\")\n")
+    out = tmp_path / "out"
+    raw = _config(tiny_roberta, tiny_dataset, out, SHORT, {"ia3": {"learning_rate": 2e-2}})
+    config = _write(raw, tmp_path / "c.yaml")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(hidden), str(REPO / "src")])}
+    result = subprocess.run(
+        [sys.executable, "-m", "peftbench.cli", "run", str(config), "--parallel", "2"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "pip install 'peftbench[ray]'" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not out.exists()
+
+
+def _without_dropout(model_dir: Path, directory: Path) -> Path:
+    """The tiny model with every dropout off: then data-parallel training computes the same
+    gradients as one worker (up to the order of floating-point sums)."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir)
+    model.config.hidden_dropout_prob = 0.0
+    model.config.attention_probs_dropout_prob = 0.0
+    model.save_pretrained(directory)
+    AutoTokenizer.from_pretrained(model_dir).save_pretrained(directory)
+    return directory
+
+
+def test_two_workers_train_one_run_data_parallel_like_one_worker(
+    embedded_ray, tiny_roberta: Path, tiny_dataset: Path, tmp_path: Path
+) -> None:
+    model = _without_dropout(tiny_roberta, tmp_path / "model")
+    methods = {"lora": {"learning_rate": 1e-2}}
+    training = {**LONG, "epochs": 2, "precision": "fp32"}
+    one, two = tmp_path / "one", tmp_path / "two"
+    raw = _config(model, tiny_dataset, one, training, methods)
+    assert main(["run", str(_write(raw, tmp_path / "one.yaml"))]) == 0
+    raw = _config(model, tiny_dataset, two, training, methods)
+    raw["execution"] = {"backend": "ray", "workers_per_run": 2, "resources_per_run": {"cpus": 1}}
+    assert main(["run", str(_write(raw, tmp_path / "two.yaml"))]) == 0
+
+    single = read_record(one / "runs" / "lora-seed0" / "record.json")
+    parallel = read_record(two / "runs" / "lora-seed0" / "record.json")
+    assert parallel["run_info"]["execution"]["workers"] == 2
+    assert parallel["config_hash"] != single["config_hash"]  # a different computation
+    memory = parallel["measurements"]["memory"]
+    assert len(memory["per_worker"]) == 2
+    assert memory["total_peak_rss_mb"] == pytest.approx(
+        sum(m["peak_rss_mb"] for m in memory["per_worker"]), abs=0.2
+    )
+    # Every step saw the whole batch of 8: 64 examples -> 8 steps per epoch, as one worker.
+    assert parallel["train_info"]["train_steps"] == single["train_info"]["train_steps"] == 16
+    assert parallel["train_info"]["train_tokens"] == single["train_info"]["train_tokens"]
+    # The check: without dropout, in fp32, the same per-epoch training loss (to 1e-4
+    # relative: only the order of sums differs) and the same predictions on every example
+    # (gathered from both workers).
+    for got, want in zip(
+        parallel["train_info"]["epochs"], single["train_info"]["epochs"], strict=True
+    ):
+        assert got["train_loss"] == pytest.approx(want["train_loss"], rel=1e-4)
+        assert got["eval"]["loss"] == pytest.approx(want["eval"]["loss"], rel=1e-4)
+    predictions = [
+        json.loads((out / "runs" / "lora-seed0" / "predictions.json").read_text())
+        for out in (one, two)
+    ]
+    assert predictions[1]["example_ids"] == predictions[0]["example_ids"]
+    assert predictions[1]["predictions"] == predictions[0]["predictions"]
+    assert parallel["metrics"]["accuracy"] == single["metrics"]["accuracy"]
