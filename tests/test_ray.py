@@ -263,7 +263,7 @@ def test_bad_execution_input_is_refused_before_anything_is_written(
     )
     # This embedded Ray has 2 CPUs and no GPU.
     _expect_refused(
-        ["run", config, "--parallel", "2", "execution.resources_per_run={gpus: 1}"],
+        ["run", config, "execution.resources_per_run={gpus: 1}", "--parallel", "2"],
         out,
         capsys,
         "execution.resources_per_run {cpus: 1, gpus: 1}",
