@@ -354,3 +354,71 @@ def test_two_workers_train_one_run_data_parallel_like_one_worker(
     assert predictions[1]["example_ids"] == predictions[0]["example_ids"]
     assert predictions[1]["predictions"] == predictions[0]["predictions"]
     assert parallel["metrics"]["accuracy"] == single["metrics"]["accuracy"]
+
+
+def test_sigterm_cancels_running_and_pending_runs(
+    tiny_roberta: Path, tiny_dataset: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    methods = {"lora": {"learning_rate": 5e-3}, "ia3": {"learning_rate": 2e-2}}
+    config = _config(tiny_roberta, tiny_dataset, out, LONG, methods, seeds=[0, 1])
+    path = _write(config, tmp_path / "c.yaml")
+    marker = f"sigterm-{os.getpid()}-{time.time()}"
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")]),
+        "PEFTBENCH_TEST_MARKER": marker,
+    }
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "peftbench.cli", "run", str(path), "--parallel", "2"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.time() + 400
+        while not any(
+            checkpoint_file(out / "runs" / run_id).exists()
+            for run_id in ("lora-seed0", "lora-seed1")
+        ):
+            assert driver.poll() is None and time.time() < deadline
+            time.sleep(0.05)
+        driver.send_signal(signal.SIGTERM)  # the driver only, as a job scheduler would
+        output, _ = driver.communicate(timeout=180)
+    finally:
+        if driver.poll() is None:
+            os.killpg(driver.pid, signal.SIGKILL)
+        time.sleep(2)
+        leftovers = _processes_with(marker)
+        for process in leftovers:
+            process.kill()
+    assert driver.returncode == 130, output[-3000:]
+    assert not leftovers  # the runs' workers ended with the driver
+    records = {r["run_id"]: r for r in load_records(out)[0]}
+    assert sorted(records) == ["ia3-seed0", "ia3-seed1", "lora-seed0", "lora-seed1"]
+    statuses = {run_id: r["status"] for run_id, r in records.items()}
+    assert set(statuses.values()) <= {"success", "canceled"}, statuses
+    assert statuses["ia3-seed0"] == statuses["ia3-seed1"] == "canceled"  # never started
+    started = [records[f"lora-seed{seed}"] for seed in (0, 1)]
+    assert max(r["error"]["epoch_reached"] for r in started if r["error"]) >= 1
+    assert "interrupted; canceled:" in output
+
+
+def test_default_resources_share_a_node_and_count_slots() -> None:
+    from peftbench.config import ExecutionConfig, RunResources
+    from peftbench.execution.ray_backend import Resources, default_resources, slots
+
+    cpu_node = [{"CPU": 16.0}]
+    gpu_node = [{"CPU": 64.0, "GPU": 8.0}]
+    assert default_resources(ExecutionConfig(backend="ray"), cpu_node) == Resources(1, 0)
+    four = ExecutionConfig(backend="ray", max_concurrent=4)
+    assert default_resources(four, cpu_node) == Resources(4, 0)  # an even share of 16 cores
+    assert default_resources(four, [{"CPU": 2.0}]) == Resources(0.5, 0)  # 4 at once on 2
+    assert default_resources(ExecutionConfig(backend="ray"), gpu_node) == Resources(8, 1)
+    asked = ExecutionConfig(backend="ray", resources_per_run=RunResources(cpus=2, gpus=0))
+    assert default_resources(asked, gpu_node) == Resources(2, 0)
+    assert slots(gpu_node * 4, Resources(8, 1)) == 32  # a 4-node cluster of 8-GPU nodes
+    assert slots([{"CPU": 2.0}, {"CPU": 1.0}], Resources(1, 0)) == 3
+    assert slots([{"CPU": 64.0}], Resources(1, 1)) == 0  # a GPU asked of a CPU-only node

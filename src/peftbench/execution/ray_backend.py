@@ -96,8 +96,9 @@ def default_resources(execution: ExecutionConfig, nodes: list[dict[str, float]])
     if cpus is None:
         if gpus and node_gpus:
             cpus = max(1, math.floor(node_cpus / node_gpus * gpus))
-        else:
-            cpus = max(1, math.floor(node_cpus / (execution.max_concurrent or node_cpus)))
+        else:  # fractional when more runs at once than cores are asked for
+            share = node_cpus / (execution.max_concurrent or node_cpus)
+            cpus = share if share < 1 else math.floor(share)
     return Resources(float(cpus), float(gpus))
 
 
