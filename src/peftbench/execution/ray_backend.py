@@ -193,7 +193,11 @@ class RayBackend:
         if self.workers > 1:
             from peftbench.execution.ray_group import start_group
 
-            refs, group = start_group(self.ray, self.resources, self.workers, args)
+            try:
+                refs, group = start_group(self.ray, self.resources, self.workers, args)
+            except self.ray.exceptions.RayError as exc:  # e.g. its workers never got room
+                self.runs.append(_Run(spec, time.time(), [], None, f"{type(exc).__name__}: {exc}"))
+                return
         else:
             options = {"name": f"peftbench:{spec.run_id}", **self.resources.as_ray()}
             refs, group = [self.task.options(**options).remote(*args)], None
@@ -226,7 +230,7 @@ class RayBackend:
             except self.ray.exceptions.RayError as exc:  # the worker or its node died
                 crash = exc
         failed = [r for r in results if not r.record or r.record["status"] != "success"]
-        if failed or crash is None and len(results) == len(run.refs):
+        if failed or crash is None and len(results) == len(run.refs) > 0:
             if failed:
                 result = failed[0]
             elif len(results) > 1:
@@ -236,13 +240,13 @@ class RayBackend:
             else:
                 result = results[0]
             write_result(run.spec, result, self.workers)
-        message = " ".join(str(crash).strip().splitlines()[:3])[:500]
+        message = " ".join(str(crash or run.error).strip().splitlines()[:3])[:500]
         record_if_missing(
             run.spec,
             run.started,
             "failed",
             type(crash).__name__ if crash else "NoRecord",
-            f"the run's Ray worker died without a result: {message}",
+            f"the run's Ray workers ended without a result: {message}",
             self._progress_so_far(run.spec),
         )
 
@@ -275,6 +279,7 @@ class _Run:
     started: float
     refs: list[Any]  # one per worker
     group: Any  # the placement group holding a multi-worker run's workers together
+    error: str | None = None  # why its workers could not be started
 
 
 def _settled(ray: Any, run: _Run, ready: set[Any]) -> bool:
