@@ -157,6 +157,7 @@ def test_a_node_without_the_shared_storage_returns_its_files_to_the_driver(
     """run_remote on a node that cannot read the driver's storage marker: it trains in its
     own local directory and returns record, predictions, log and model to the driver."""
     node_disk = tmp_path / "node-local"
+    node_disk.mkdir()
     monkeypatch.setenv("TMPDIR", str(node_disk))
     monkeypatch.setattr(tempfile, "tempdir", None)  # re-read TMPDIR
     out = tmp_path / "out"

@@ -218,8 +218,7 @@ class RayBackend:
         return [run.spec for run in finished]
 
     def _keep(self, run: _Run) -> None:
-        ready, _ = self.ray.wait(run.refs, num_returns=len(run.refs), timeout=0)
-        self._stop(run)  # the workers still running wait for one that stopped: end them
+        ready = self._stop(run)  # the workers still running wait for one that stopped
         results: list[RemoteResult] = []
         crash = None
         for ref in run.refs:
@@ -250,12 +249,17 @@ class RayBackend:
             self._progress_so_far(run.spec),
         )
 
-    def _stop(self, run: _Run) -> None:
-        """End whatever is left of a run's workers, and free its reserved resources."""
-        for ref in run.refs:
-            self.ray.cancel(ref, force=True)
+    def _stop(self, run: _Run) -> list[Any]:
+        """End a run's workers that are still running (only those: cancelling a finished
+        task upsets Ray), free its reserved resources; return the finished workers' refs."""
+        ready: list[Any] = []
+        if run.refs:
+            ready, running = self.ray.wait(run.refs, num_returns=len(run.refs), timeout=0)
+            for ref in running:
+                self.ray.cancel(ref, force=True)
         if run.group is not None:
             self.ray.util.remove_placement_group(run.group)
+        return ready
 
     def _progress_so_far(self, spec: RunSpec) -> dict[str, Any]:
         """The epochs in the run's last checkpoint, when the driver can read it."""
