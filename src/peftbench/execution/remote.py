@@ -152,13 +152,15 @@ class _output_to:
         sys.stdout.flush()
         sys.stderr.flush()
         self.saved = (os.dup(1), os.dup(2))
-        self.handle = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in exit
-        os.dup2(self.handle.fileno(), 1)
+        self.handle = open(self.path, "a", encoding="utf-8", buffering=1)  # noqa: SIM115
+        os.dup2(self.handle.fileno(), 1)  # native code and subprocesses
         os.dup2(self.handle.fileno(), 2)
+        self.streams = (sys.stdout, sys.stderr)  # Python code, wherever sys.stdout pointed
+        sys.stdout = sys.stderr = self.handle
 
     def __exit__(self, *exc: object) -> None:
-        sys.stdout.flush()
-        sys.stderr.flush()
+        self.handle.flush()
+        sys.stdout, sys.stderr = self.streams
         for fd, saved in zip((1, 2), self.saved, strict=True):
             os.dup2(saved, fd)
             os.close(saved)
