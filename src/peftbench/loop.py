@@ -15,6 +15,7 @@ from sklearn.metrics import accuracy_score, precision_recall_fscore_support
 from torch import nn
 from tqdm.auto import tqdm
 
+from peftbench import distributed
 from peftbench.config import TrainingConfig
 from peftbench.data import PreparedData, TokenizedSplit, batch_order, collate
 from peftbench.flops import ModelShape, PeakFlops
@@ -132,7 +133,7 @@ def _accumulate(state: RunState, indices: list[int], epoch: int, step: int) -> t
     """Forward and backward over one optimiser step's examples: (its loss, real tokens)."""
     data, training = state.data, state.training
     step_loss, tokens = 0.0, 0
-    for part in micro_batches(indices, training.gradient_accumulation_steps):
+    for part in distributed.shard(micro_batches(indices, training.gradient_accumulation_steps)):
         batch = collate(data.train, part, data.pad_token_id, _pad_to(training))
         tokens += int(batch["attention_mask"].sum())
         with _autocast(state):

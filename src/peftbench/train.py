@@ -25,6 +25,7 @@ import torch
 from torch import nn
 from transformers import get_linear_schedule_with_warmup
 
+from peftbench import distributed
 from peftbench.checkpoints import load_checkpoint, remove_checkpoint, restore, save_checkpoint
 from peftbench.class_metrics import class_metrics
 from peftbench.config import ModelConfig
@@ -136,7 +137,9 @@ def setup(spec: RunSpec, progress: RunProgress | None = None) -> RunState:
         scaler=scaler,
         progress=progress,
         # Compiled or not, `model` is what gets saved; `forward_model` is what runs.
-        forward_model=torch.compile(model, dynamic=True) if training.compile else model,
+        forward_model=distributed.wrap(  # DDP when the run has several workers
+            torch.compile(model, dynamic=True) if training.compile else model
+        ),
         peak_flops=peak,
         nvml=nvml,
         flop_shape=model_shape(model),
@@ -227,13 +230,20 @@ def train_and_evaluate(state: RunState, epoch: int) -> EpochMetrics:
     """One epoch of training, then an evaluation on the test split, each timed."""
     synchronize(state.device)
     start = time.perf_counter()
+    tokens_before = state.progress.totals["train_tokens"]
     with state.memory_tracker.measure("train"):
         loss = train_epoch(state, epoch)
+    loss = distributed.all_sum(loss)  # several workers: each saw its share of every batch
+    state.progress.totals["train_tokens"] = tokens_before + int(
+        distributed.all_sum(state.progress.totals["train_tokens"] - tokens_before)
+    )
     synchronize(state.device)
     train_time = time.perf_counter() - start
     start = time.perf_counter()
     with state.memory_tracker.measure("eval"):
-        metrics, state.predictions = evaluate(state, state.data.test)
+        metrics, state.predictions = distributed.evaluate(
+            lambda split: evaluate(state, split), state.data.test
+        )
     synchronize(state.device)
     eval_time = time.perf_counter() - start
     state.progress.totals["train_time_s"] += train_time

@@ -11,8 +11,9 @@ import multiprocessing
 import time
 from pathlib import Path
 
-from peftbench.results import RECORD_FILE, write_json_atomic
-from peftbench.train import RunSpec, failure_record, run_worker
+from peftbench.results import RECORD_FILE, RunProgress, failure_record, write_json_atomic
+from peftbench.run_spec import RunSpec
+from peftbench.train import run_worker
 
 
 class LocalBackend:
@@ -69,14 +70,12 @@ def record_if_missing(
     status: str,
     error_type: str,
     message: str,
-    progress: dict | None = None,
+    progress: RunProgress | None = None,
 ) -> None:
     """Write a failure record for a run whose process ended without writing one."""
     record_file = Path(spec.run_dir) / RECORD_FILE
     if record_file.exists() and record_file.stat().st_mtime >= started:
         return
-    progress = {
-        **(progress or {}),
-        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(started)),
-    }
+    progress = progress or RunProgress()
+    progress.started_at = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(started))
     write_json_atomic(record_file, failure_record(spec, status, error_type, message, progress))

@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 
 from peftbench.results import RECORD_FILE, RecordError, read_record
-from peftbench.train import RunSpec
+from peftbench.run_spec import RunSpec
 
 
 def format_duration(seconds: float) -> str:

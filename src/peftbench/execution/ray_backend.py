@@ -31,8 +31,14 @@ from peftbench.execution.remote import (
     RemoteResult,
     run_remote,
 )
-from peftbench.results import PREDICTIONS_FILE, RECORD_FILE, RUNS_DIR, write_json_atomic
-from peftbench.train import RunSpec
+from peftbench.results import (
+    PREDICTIONS_FILE,
+    RECORD_FILE,
+    RUNS_DIR,
+    RunProgress,
+    write_json_atomic,
+)
+from peftbench.run_spec import RunSpec
 
 EMBEDDED_OBJECT_STORE_BYTES = 2**30  # holds the tokenised data many times over
 CONNECT_TIMEOUT_S = 10
@@ -261,10 +267,10 @@ class RayBackend:
             self.ray.util.remove_placement_group(run.group)
         return ready
 
-    def _progress_so_far(self, spec: RunSpec) -> dict[str, Any]:
+    def _progress_so_far(self, spec: RunSpec) -> RunProgress:
         """The epochs in the run's last checkpoint, when the driver can read it."""
         checkpoint = load_checkpoint(self.storage_root() / RUNS_DIR / spec.run_id, spec.config_hash)
-        return {"epochs": checkpoint["progress"]["epochs"]} if checkpoint else {}
+        return RunProgress(epochs=checkpoint["progress"]["epochs"] if checkpoint else [])
 
     def cancel(self) -> list[RunSpec]:
         message = "interrupted (Ctrl-C or SIGTERM); run again to resume from the last epoch"

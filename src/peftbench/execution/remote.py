@@ -22,7 +22,8 @@ from typing import Any
 from peftbench.checkpoints import CHECKPOINT_DIR
 from peftbench.data import PreparedData, save_prepared
 from peftbench.results import PREDICTIONS_FILE, RECORD_FILE
-from peftbench.train import RunSpec, run_worker
+from peftbench.run_spec import RunSpec
+from peftbench.train import run_worker
 
 STORAGE_MARKER = ".peftbench-storage"
 LOG_FILE = "log.txt"

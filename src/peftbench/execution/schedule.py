@@ -18,8 +18,16 @@ from typing import Any, Protocol
 from peftbench.config import ExperimentConfig, MethodSpec, stable_hash
 from peftbench.data import PreparedData, carve_validation, save_prepared
 from peftbench.execution.progress import Progress
-from peftbench.results import RECORD_FILE, RUNS_DIR, RecordError, read_record, write_json_atomic
-from peftbench.train import RunSpec, failure_record
+from peftbench.results import (
+    RECORD_FILE,
+    RUNS_DIR,
+    RecordError,
+    RunProgress,
+    failure_record,
+    read_record,
+    write_json_atomic,
+)
+from peftbench.run_spec import RunSpec
 
 
 class Backend(Protocol):
@@ -270,5 +278,6 @@ class Scheduler:
 
 def _write_failure(spec: RunSpec, status: str, error_type: str, message: str) -> None:
     write_json_atomic(
-        Path(spec.run_dir) / RECORD_FILE, failure_record(spec, status, error_type, message, {})
+        Path(spec.run_dir) / RECORD_FILE,
+        failure_record(spec, status, error_type, message, RunProgress()),
     )
