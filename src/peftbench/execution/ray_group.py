@@ -72,7 +72,7 @@ def start_group(ray: Any, resources: Any, workers: int, args: tuple) -> tuple[li
 def merge_workers(results: list[RemoteResult]) -> RemoteResult:
     """Worker 0's result, with every worker's peak memory and their total, and all logs."""
     main = results[0]
-    memories = [r.record["measurements"]["memory"] for r in results]
+    memories = [dict(r.record["measurements"]["memory"]) for r in results]  # copies: no cycle
     memory = main.record["measurements"]["memory"]
     memory["per_worker"] = memories
     for name in ("peak_rss_mb", "cuda_peak_allocated_mb", "cuda_peak_reserved_mb"):
