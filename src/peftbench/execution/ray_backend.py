@@ -309,10 +309,12 @@ def _settled(ray: Any, run: _Run, ready: set[Any]) -> bool:
 
 def run_task(*args: Any) -> RemoteResult:
     """The Ray task of one run: remote.run_remote, plus the Ray node it ran on."""
+    import psutil
     import ray
 
     result = run_remote(*args)
     result.node_id = ray.get_runtime_context().get_node_id()
+    result.process_span = (psutil.Process().create_time(), time.time())
     return result
 
 
@@ -343,6 +345,7 @@ def write_result(spec: RunSpec, result: RemoteResult, workers: int = 1) -> None:
             "workers": workers,
             "shared_storage": result.shared,
             "model_dir": str(run_dir / MODEL_DIR) if result.model_files else result.model_dir,
+            "process_span_s": result.process_span,  # worker process start, return (Unix time)
         }
         write_json_atomic(run_dir / RECORD_FILE, result.record)
 

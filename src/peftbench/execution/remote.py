@@ -44,6 +44,8 @@ class RemoteResult:
     node: str  # host name
     pid: int
     node_id: str | None = None  # the Ray node, set by the Ray task
+    # When the worker process started and when it returned (Unix time, s), set by the Ray task.
+    process_span: tuple[float, float] | None = None
 
 
 def sees_shared_storage(marker: Path, token: str) -> bool:
