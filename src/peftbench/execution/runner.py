@@ -132,9 +132,11 @@ def _interrupt_on_sigterm() -> None:
 
 def run_experiment(config: ExperimentConfig, force: bool = False) -> ExperimentOutcome:
     """Prepare the data once, then do every run that is not already finished."""
-    _interrupt_on_sigterm()
     # Ray is reached (and its resources checked) before anything is written.
     backend = connect_backend(config)
+    # After connecting: ray.init installs its own SIGTERM handler (a plain exit), which would
+    # skip recording the running runs as canceled.
+    _interrupt_on_sigterm()
     try:
         return _run_with(backend, config, force)
     finally:
