@@ -38,6 +38,7 @@ HOST_FIELDS = {
     "measurements": {"memory"},
 }
 EPOCH_TIMES = {"train_time_s", "eval_time_s"}
+SERVING_TIMES = {"latency_s_per_example_batch1", "throughput_examples_per_s"}
 
 
 @pytest.fixture(scope="module")
@@ -81,6 +82,10 @@ def _comparable(record: dict) -> dict:
     for epoch in record["train_info"]["epochs"]:
         for name in EPOCH_TIMES:
             epoch.pop(name)
+    serving = record["measurements"].get("serving") or {}
+    for variant in ("unmerged", "merged"):
+        for name in SERVING_TIMES:
+            (serving.get(variant) or {}).pop(name, None)
     return record
 
 
