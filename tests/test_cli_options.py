@@ -52,7 +52,9 @@ def test_methods_json_lists_every_setting_with_default_and_why(
     assert {"full", "lora", "qlora", "ia3"} <= set(methods)
     lora = {s["name"]: s for s in methods["lora"]["settings"]}
     assert lora["r"]["default"] == 8 and lora["r"]["type"] == "int"
-    assert lora["target_modules"]["default"] == ["query", "value"]
+    # null: the architecture's query and value projections (methods/targets.py)
+    assert lora["target_modules"]["default"] is None
+    assert "query and value" in lora["target_modules"]["help"]
     assert "LoRA paper" in lora["learning_rate"]["help"]
     assert methods["qlora"]["quantized_base"] is True
 
