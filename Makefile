@@ -6,13 +6,16 @@ CONFIG ?= configs/imdb-minilm-cpu.yaml
 # Offline copy of the Hub datasets (here: ../shared/data/imdb); unset to use the Hub.
 export PEFTBENCH_DATA_DIR ?= $(abspath ../shared/data)
 
-.PHONY: setup run test test-isolated lint
+.PHONY: setup run test test-isolated lint constraints
 
-$(BIN)/peftbench: pyproject.toml
+# The tested set of versions: constraints.txt pins every package (regenerate it with
+# `make constraints` after changing what the venv holds).
+$(BIN)/peftbench: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	# torch first and pinned: an unpinned torch pulls a multi-GB CUDA build.
-	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e ".[test]"
+	# torch first: on its own, pip would pull a multi-GB CUDA build. This is the CPU wheel
+	# where the index serves one; on a CUDA machine see the README.
+	$(BIN)/pip install --quiet -c constraints.txt torch
+	$(BIN)/pip install --quiet -c constraints.txt -e ".[dev]"
 	touch $@
 
 setup: $(BIN)/peftbench
@@ -33,3 +36,7 @@ test-isolated: setup
 lint: setup
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
+
+# Rewrite constraints.txt from what the venv holds (peftbench itself and local builds left out).
+constraints: setup
+	{ sed -n "/^#/p" constraints.txt; $(BIN)/pip freeze --exclude-editable | grep -v " @ " | sed -e "s/+cpu$$//"; } > constraints.new && mv constraints.new constraints.txt

@@ -205,3 +205,32 @@ def loop_state(model, data, training, method, params, optimizer=None, scheduler=
         scheduler=scheduler,
         scaler=torch.amp.GradScaler("cpu", enabled=False),
     )
+
+
+def assert_valid_record(path: Path) -> None:
+    """Fail unless the record at `path` validates against the shipped record schema."""
+    import json
+
+    import jsonschema
+
+    from peftbench.schema import shipped_schema
+
+    jsonschema.validate(json.loads(path.read_text(encoding="utf-8")), shipped_schema())
+
+
+@pytest.fixture(autouse=True)
+def every_record_validates(tmp_path: Path):
+    """After each test, every current-version record it wrote under tmp_path must validate
+    against the published schema (files a test corrupts or dates on purpose are skipped)."""
+    import json
+
+    from peftbench.results import SCHEMA_VERSION
+
+    yield
+    for path in tmp_path.rglob("record.json"):
+        try:
+            version = json.loads(path.read_text(encoding="utf-8")).get("schema_version")
+        except (ValueError, AttributeError):
+            continue
+        if version == SCHEMA_VERSION:
+            assert_valid_record(path)

@@ -76,8 +76,11 @@ def test_a_label_can_run_a_method_with_other_settings() -> None:
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"trainng": {}}, "unknown field 'trainng'"),
-        ({"training": {"epoch": 1}}, "config.training: unknown field 'epoch'; accepted fields"),
+        ({"trainng": {}}, "unknown field 'trainng'; did you mean 'training'?"),
+        (
+            {"training": {"epoch": 1}},
+            "config.training: unknown field 'epoch'; did you mean 'epochs'?; accepted fields",
+        ),
         (
             {"training": {"epochs": "three"}},
             "config.training.epochs: got 'three', expected an integer",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import signal
@@ -14,6 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import tiny_config
+from filelock import FileLock
 
 from peftbench.checkpoints import checkpoint_file
 from peftbench.cli import main
@@ -177,8 +177,7 @@ def test_a_second_concurrent_run_is_refused(
     out = tmp_path / "out"
     out.mkdir()
     config = _config(tmp_path, tiny_roberta, tiny_dataset, out)
-    with open(out / LOCK_FILE, "w") as held:
-        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as a running `peftbench run` does
+    with FileLock(out / LOCK_FILE):  # held, as a running `peftbench run` holds it
         assert main(["run", str(config)]) == 2
     assert "another peftbench run is using" in capsys.readouterr().err
     assert not (out / "runs").exists()

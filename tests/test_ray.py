@@ -286,6 +286,26 @@ def test_bad_execution_input_is_refused_before_anything_is_written(
     _expect_refused(["run", config, "execution.backend=spark"], out, capsys, "execution.backend")
 
 
+def test_a_ray_run_logs_to_the_trackers_and_q_keeps_the_driver_quiet(
+    embedded_ray, tiny_roberta: Path, tiny_dataset: Path, tmp_path: Path, capsys
+) -> None:
+    out = tmp_path / "out"
+    raw = _config(tiny_roberta, tiny_dataset, out, SHORT, {"lora": {"method": "lora"}})
+    raw["execution"] = {"backend": "ray"}
+    raw["tracking"] = {"report_to": ["tensorboard", "mlflow"]}
+    assert main(["-q", "run", str(_write(raw, tmp_path / "c.yaml"))]) == 0
+    printed = capsys.readouterr()
+    assert "started" not in printed.out and "Ray:" not in printed.out  # progress is INFO
+    assert "results:" in printed.out
+    (record,) = load_records(out)[0]
+    assert record["status"] == "success"
+    tracking = record["run_info"]["tracking"]  # written by the worker, returned to the driver
+    assert tracking["warnings"] == []
+    assert Path(tracking["tensorboard"]["log_dir"]).is_relative_to(out / "tensorboard")
+    assert list((out / "tensorboard").rglob("events.out.tfevents.*"))
+    assert tracking["mlflow"]["run_id"] and (out / "mlflow.db").is_file()
+
+
 def test_ray_missing_is_one_clear_error(tiny_roberta: Path, tiny_dataset: Path, tmp_path: Path):
     hidden = tmp_path / "hide-ray"
     hidden.mkdir()

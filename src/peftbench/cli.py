@@ -1,10 +1,11 @@
-"""The command line: peftbench run | plan | report | methods."""
+"""The command line: peftbench run | plan | report | methods | schema."""
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
+import json
 import sys
+import textwrap
 from pathlib import Path
 
 from peftbench.errors import PeftbenchError
@@ -15,22 +16,31 @@ EXIT_INTERRUPTED = 130  # Ctrl-C / SIGTERM: the current run is recorded as cance
 
 
 def _load(args: argparse.Namespace):
-    from peftbench.config import load_config
+    from peftbench.api import load_config
 
-    overrides = list(args.overrides)
+    seeds = None
     if getattr(args, "seeds", None):
-        overrides.append(f"seeds=[{args.seeds}]")
+        try:
+            seeds = [int(seed) for seed in args.seeds.split(",")]
+        except ValueError:
+            raise PeftbenchError(
+                f"--seeds: expected comma-separated integers such as 0,1,2, got {args.seeds!r}"
+            ) from None
+    methods = None
+    if getattr(args, "methods", None):
+        methods = [label.strip() for label in args.methods.split(",") if label.strip()]
+    overrides = list(args.overrides)
     if getattr(args, "parallel", None) is not None:
         overrides += ["execution.backend=ray", f"execution.max_concurrent={args.parallel}"]
-    return load_config(args.config, overrides)
+    return load_config(args.config, overrides, methods=methods, seeds=seeds)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from peftbench.execution import run_experiment
+    from peftbench.api import run
     from peftbench.results import RECORD_FILE, RUNS_DIR
 
     config = _load(args)
-    outcome = run_experiment(config, force=args.force)
+    outcome = run(config, force=args.force)
     for message in outcome.skipped_records:
         print(f"skipped record: {message}", file=sys.stderr)
     print(f"results: {config.output_path}/summary.md, summary.csv, {RUNS_DIR}/*/{RECORD_FILE}")
@@ -64,18 +74,29 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_methods(args: argparse.Namespace) -> int:
-    from peftbench.methods import get_method, method_names
+    from peftbench.field_help import describe_methods
 
-    for name in method_names():
-        method = get_method(name)
-        print(f"{name}: {method.description}")
-        for field in dataclasses.fields(method.params_class):
-            default = (
-                field.default_factory()
-                if field.default_factory is not dataclasses.MISSING
-                else field.default
-            )
-            print(f"    {field.name} = {default!r}")
+    methods = describe_methods()
+    if args.json:
+        print(json.dumps(methods, indent=2))
+        return 0
+    for method in methods:
+        print(f"{method['name']}: {method['description']}")
+        for setting in method["settings"]:
+            print(f"    {setting['name']} = {setting['default']!r}")
+            if args.help_text and setting["help"]:
+                print(
+                    textwrap.fill(
+                        setting["help"], 96, initial_indent=" " * 8, subsequent_indent=" " * 8
+                    )
+                )
+    return 0
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from peftbench.schema import shipped_schema
+
+    print(json.dumps(shipped_schema(), indent=2))
     return 0
 
 
@@ -100,17 +121,44 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from peftbench import __version__
+
+    # -q / -v work before or after the command (`peftbench -q run ...`, `peftbench run -q ...`).
+    verbosity = argparse.ArgumentParser(add_help=False)
+    verbosity.add_argument(
+        "-q",
+        "--quiet",
+        action="store_const",
+        const=-1,
+        dest="verbosity",
+        default=argparse.SUPPRESS,
+        help="print only warnings, errors and where the results are",
+    )
+    verbosity.add_argument(
+        "-v",
+        "--verbose",
+        action="store_const",
+        const=1,
+        dest="verbosity",
+        default=argparse.SUPPRESS,
+        help="print debug detail as well",
+    )
     parser = argparse.ArgumentParser(
         prog="peftbench",
         description="Compare fine-tuning methods side by side under identical conditions.",
+        parents=[verbosity],
     )
+    parser.add_argument("--version", action="version", version=f"peftbench {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     def with_config(name: str, help_text: str) -> argparse.ArgumentParser:
-        sub = commands.add_parser(name, help=help_text)
+        sub = commands.add_parser(name, help=help_text, parents=[verbosity])
         sub.add_argument("config", help="experiment YAML file (see configs/)")
         sub.add_argument("overrides", nargs="*", help="overrides such as training.epochs=1")
         sub.add_argument("--seeds", help="comma-separated seeds, e.g. 0,1,2 (overrides seeds)")
+        sub.add_argument(
+            "--methods", help="comma-separated run labels to keep, e.g. lora,full (default: all)"
+        )
         return sub
 
     run = with_config("run", "run every method of an experiment and record the results")
@@ -132,10 +180,21 @@ def build_parser() -> argparse.ArgumentParser:
         "step takes seconds to a minute per method)",
     )
     plan.set_defaults(handler=cmd_plan)
-    commands.add_parser("methods", help="list the registered methods and defaults").set_defaults(
-        handler=cmd_methods
+    methods = commands.add_parser(
+        "methods", help="list the registered methods and their settings", parents=[verbosity]
     )
-    report = commands.add_parser("report", help="tables, plots and recommendations from runs")
+    methods.add_argument("--json", action="store_true", help="as JSON, with each setting's help")
+    methods.add_argument(
+        "--help-text", action="store_true", help="with what each setting means and why its default"
+    )
+    methods.set_defaults(handler=cmd_methods)
+    schema = commands.add_parser(
+        "schema", help="print the JSON Schema of run records (record.json)", parents=[verbosity]
+    )
+    schema.set_defaults(handler=cmd_schema)
+    report = commands.add_parser(
+        "report", help="tables, plots and recommendations from runs", parents=[verbosity]
+    )
     report.add_argument("run_dirs", nargs="+", help="experiment output directories")
     report.add_argument("--out", help="where to write the report (default: the run directory)")
     report.add_argument("--format", default="md,html,csv", help="any of md,html,csv")
@@ -160,9 +219,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from peftbench.train import quiet_libraries
+    from peftbench.logs import configure, level_for
 
-    quiet_libraries()
+    configure(level_for(getattr(args, "verbosity", 0)))
     try:
         return args.handler(args)
     except PeftbenchError as exc:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from typing import Any, Literal
 import yaml
 
 from peftbench.errors import PeftbenchError
+from peftbench.names import suggestion
 
 
 class ConfigError(PeftbenchError):
@@ -163,6 +165,19 @@ class ExecutionConfig:
 
 
 @dataclass
+class TrackingConfig:
+    # Experiment trackers that every run logs to (params, loss and learning rate per step,
+    # metrics per epoch, measurements, record and predictions): any of mlflow, tensorboard,
+    # wandb. None by default: the records under output_dir are the results either way.
+    report_to: list[Literal["mlflow", "tensorboard", "wandb"]] = field(default_factory=list)
+    # MLflow's store; null = $MLFLOW_TRACKING_URI if set, else sqlite:///<output_dir>/mlflow.db
+    # (a local SQLite store: MLflow 3's plain file store is deprecated).
+    mlflow_tracking_uri: str | None = None
+    # The trackers' experiment (MLflow experiment, W&B project); null = the config's name.
+    experiment_name: str | None = None
+
+
+@dataclass
 class MethodSpec:
     """One entry of `methods:`: a label, the registered method it runs, its hyperparameters."""
 
@@ -191,6 +206,7 @@ class ExperimentConfig:
     seeds: list[int] = field(default_factory=lambda: [0])
     output_dir: str | None = None  # default: results/<name>
     execution: ExecutionConfig = field(default_factory=ExecutionConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
     @property
     def output_path(self) -> Path:
@@ -267,9 +283,11 @@ def from_dict(cls: type, data: Any, where: str) -> Any:
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(fields))
     if unknown:
+        advice = [hint for u in unknown if (hint := suggestion(u, list(fields)))]
         raise ConfigError(
             f"{where}: unknown field {', '.join(repr(u) for u in unknown)}; "
-            f"accepted fields: {', '.join(fields)}"
+            + "".join(f"{hint}; " for hint in advice)
+            + f"accepted fields: {', '.join(fields)}"
         )
     values = {}
     for name, f in fields.items():
@@ -296,16 +314,34 @@ def apply_override(raw: dict, override: str) -> None:
     if "=" not in override:
         raise ConfigError(f"override {override!r}: expected the form key.sub=value")
     dotted, _, text = override.partition("=")
-    keys = dotted.strip().split(".")
+    set_dotted(raw, dotted.strip(), yaml.safe_load(text) if text.strip() else None)
+
+
+def set_dotted(raw: dict, dotted: str, value: Any) -> None:
+    """Set raw["a"]["b"]["c"] = value for dotted "a.b.c", making the mappings on the way."""
+    keys = dotted.split(".")
     node = raw
     for key in keys[:-1]:
         child = node.get(key)
         if child is None:
             child = node[key] = {}
         if not isinstance(child, dict):
-            raise ConfigError(f"override {override!r}: {key!r} is not a mapping")
+            raise ConfigError(f"override {dotted}: {key!r} is not a mapping")
         node = child
-    node[keys[-1]] = yaml.safe_load(text) if text.strip() else None
+    node[keys[-1]] = value
+
+
+def select_methods(raw: dict, labels: list[str]) -> None:
+    """Keep only the `methods:` entries with these labels (in the config's order)."""
+    entries = raw.get("methods")
+    available = list(entries) if isinstance(entries, dict) else []
+    unknown = [label for label in labels if label not in available]
+    if unknown:
+        raise ConfigError(
+            f"--methods: no method labelled {', '.join(repr(u) for u in unknown)} in this "
+            f"config; its labels: {', '.join(available) or 'none'}"
+        )
+    raw["methods"] = {label: entries[label] for label in available if label in labels}
 
 
 def _positive(value: int | None, where: str, allow_none: bool = False) -> None:
@@ -350,6 +386,15 @@ def _validate_numbers(config: ExperimentConfig) -> None:
         )
     if config.data.text_column == []:
         raise ConfigError("data.text_column: name at least one column")
+    for entry in config.methods:
+        rates = [entry.params.learning_rate, *entry.search.get("learning_rate", [])]
+        bad = [rate for rate in rates if not (rate > 0 and math.isfinite(rate))]
+        if bad:
+            raise ConfigError(
+                f"methods.{entry.label}.learning_rate: must be a positive number, got {bad[0]:g}"
+            )
+    if len(set(config.tracking.report_to)) != len(config.tracking.report_to):
+        raise ConfigError(f"tracking.report_to: each tracker once, got {config.tracking.report_to}")
     if not config.seeds:
         raise ConfigError("seeds: give at least one seed, for example seeds: [0]")
     if len(set(config.seeds)) != len(config.seeds):

@@ -13,14 +13,14 @@ from typing import Any
 import torch
 from sklearn.metrics import accuracy_score, precision_recall_fscore_support
 from torch import nn
-from tqdm.auto import tqdm
 
-from peftbench import distributed
+from peftbench import distributed, tracking
 from peftbench.config import TrainingConfig
 from peftbench.data import PreparedData, TokenizedSplit, batch_order, collate
 from peftbench.flops import ModelShape, PeakFlops
 from peftbench.measure import NvmlPeak
 from peftbench.methods import Method
+from peftbench.progress import progress_bar
 from peftbench.results import RunProgress
 from peftbench.run_spec import RunSpec
 
@@ -109,7 +109,7 @@ def evaluate(state: RunState, split: TokenizedSplit) -> tuple[dict[str, float], 
     lengths = [len(ids) for ids in split.input_ids]
     # Sorted by length (no shuffle) so that each batch pads as little as possible.
     order = batch_order(lengths, training.eval_batch_size, None, training.sort_eval_by_length)
-    with torch.no_grad(), tqdm(total=len(split), desc="  evaluating", unit="ex") as bar:
+    with torch.no_grad(), progress_bar(total=len(split), desc="  evaluating", unit="ex") as bar:
         for indices in order:
             batch = collate(split, indices, state.data.pad_token_id, _pad_to(training))
             with _autocast(state):
@@ -174,7 +174,7 @@ def train_epoch(state: RunState, epoch: int) -> float:
     order = batch_order(
         lengths, training.train_batch_size, state.spec.seed * 1000 + epoch, training.group_by_length
     )
-    with tqdm(total=len(order), desc=f"  epoch {epoch} training", unit="step") as bar:
+    with progress_bar(total=len(order), desc=f"  epoch {epoch} training", unit="step") as bar:
         for indices in order:
             step_loss, step_tokens = _accumulate(state, indices, epoch, len(losses) + 1)
             _optimizer_step(state, trainable)
@@ -183,6 +183,8 @@ def train_epoch(state: RunState, epoch: int) -> float:
             state.optimizer.zero_grad(set_to_none=True)
             losses.append(step_loss)
             tokens += step_tokens
+            step = totals["train_steps"] + len(losses)
+            tracking.log_step(step, step_loss, state.scheduler.get_last_lr()[0])
             bar.set_postfix(loss=f"{step_loss:.4f}")
             bar.update(1)
     totals["train_steps"] += len(losses)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,10 +27,21 @@ from typing import TYPE_CHECKING, Any, Literal, TypedDict
 if TYPE_CHECKING:
     from peftbench.run_spec import RunSpec
 
-# 2 added measurements.memory.tensor_mib (tensor memory by component); version 1 records, which
-# lack it, still read.
+# Version of the record format. Changing a record type below: bump it, add an upgrade from
+# the previous version to UPGRADES, and regenerate the published schema
+# (`python -m peftbench.schema`, see schema.py).
+# 2 added measurements.memory.tensor_mib (tensor memory by component).
 SCHEMA_VERSION = 2
-READABLE_VERSIONS = (1, 2)
+
+
+def _from_version_1(record: dict[str, Any]) -> dict[str, Any]:
+    """Version 1 records lack measurements.memory.tensor_mib; it stays absent (not measured)."""
+    return {**record, "schema_version": 2}
+
+
+# version -> function that turns a record of that version into one of the next version;
+# read_record applies them in turn, so every version from the oldest key on stays readable.
+UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _from_version_1}
 RECORD_FILE = "record.json"
 PREDICTIONS_FILE = "predictions.json"
 RUNS_DIR = "runs"
@@ -61,7 +73,8 @@ class RunRecord(TypedDict):
     error: RunError | None  # set when status is not "success"
     run_info: dict[str, Any]
     #   label, method, seed, experiment name, started_at / finished_at (ISO 8601 UTC),
-    #   and "config": the resolved run config (model, data, training, method hyperparameters)
+    #   and "config": the resolved run config (model, data, training, method hyperparameters);
+    #   "tracking" (with tracking.report_to): where each tracker logged the run, and warnings
     data_info: dict[str, Any]
     #   num_labels, label_names, train_size, test_size, label_balance {split: {label: count}},
     #   warnings (list of str)
@@ -73,7 +86,7 @@ class RunRecord(TypedDict):
     metrics: dict[str, float]
     #   final test-set metrics after the last epoch: accuracy, macro_f1, precision, recall,
     #   loss (fractions in [0, 1], loss in nats)
-    class_metrics: dict[str, Any]  # optional (OPTIONAL_KEYS): absent from older records
+    class_metrics: dict[str, Any]  # optional (OPTIONAL_KEYS): older records lack it.
     #   label_names (original label values by class id); per_class {name: {precision, recall,
     #   f1, support}} on the test set after the last epoch; confusion_matrix (rows: gold,
     #   columns: predicted, label_names order)
@@ -266,11 +279,14 @@ def read_record(path: Path) -> RunRecord:
     if not isinstance(data, dict):
         raise RecordError(f"{path}: not a run record (top level is not an object)")
     version = data.get("schema_version")
-    if version not in READABLE_VERSIONS:
+    oldest = min(UPGRADES, default=SCHEMA_VERSION)
+    if not isinstance(version, int) or not oldest <= version <= SCHEMA_VERSION:
         raise RecordError(
-            f"{path}: schema version {version!r}, this peftbench reads versions "
-            f"{', '.join(map(str, READABLE_VERSIONS))}"
+            f"{path}: schema version {version!r}, this peftbench reads versions {oldest} to "
+            f"{SCHEMA_VERSION}"
         )
+    for older in range(version, SCHEMA_VERSION):
+        data = UPGRADES[older](data)
     missing = [k for k in RunRecord.__annotations__ if k not in data and k not in OPTIONAL_KEYS]
     if missing:
         raise RecordError(f"{path}: missing fields {', '.join(missing)}")

@@ -31,6 +31,8 @@ class RunSpec:
     # validation split and are scored on that split, to choose hyperparameters.
     role: str = "final"
     search: dict[str, Any] | None = None  # for a final run: the search that chose its params
+    # Where the run also logs (tracking.TrackingSettings); not part of what decides its result.
+    tracking: Any = None
 
     def resolved_config(self) -> dict[str, Any]:
         return {

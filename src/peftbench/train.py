@@ -25,12 +25,14 @@ import torch
 from torch import nn
 from transformers import get_linear_schedule_with_warmup
 
-from peftbench import distributed
+from peftbench import distributed, tracking
 from peftbench.checkpoints import load_checkpoint, remove_checkpoint, restore, save_checkpoint
 from peftbench.class_metrics import class_metrics
 from peftbench.config import ModelConfig
 from peftbench.data import load_prepared, original_label_values
 from peftbench.flops import flops_summary, model_shape, peak_flops
+from peftbench.logs import LOG
+from peftbench.logs import configure as configure_logging
 from peftbench.loop import DTYPES, RunState, _autocast, evaluate, synchronize, train_epoch
 from peftbench.measure import (
     NvmlPeak,
@@ -206,7 +208,7 @@ def _resume(state: RunState) -> None:
     if checkpoint is None:
         return
     restore(checkpoint, state)
-    print(f"  resuming after epoch {len(state.progress.epochs)} from its checkpoint", flush=True)
+    LOG.info(f"  resuming after epoch {len(state.progress.epochs)} from its checkpoint")
 
 
 # --- train -------------------------------------------------------------------------------
@@ -216,13 +218,13 @@ def train(state: RunState) -> None:
     """The epochs not done yet, each evaluated on the test split and then checkpointed."""
     for epoch in range(len(state.progress.epochs) + 1, state.training.epochs + 1):
         metrics = train_and_evaluate(state, epoch)
+        tracking.log_epoch(metrics)
         save_checkpoint(state)
         split = "validation" if state.spec.role == "search" else "test"
-        print(
+        LOG.info(
             f"  epoch {epoch}: train loss {metrics['train_loss']:.4f}, {split} accuracy "
             f"{100 * metrics['eval']['accuracy']:.2f}%, train {metrics['train_time_s']:.1f} s, "
-            f"eval {metrics['eval_time_s']:.1f} s",
-            flush=True,
+            f"eval {metrics['eval_time_s']:.1f} s"
         )
 
 
@@ -334,7 +336,17 @@ def _raise_interrupt(signum: int, frame: Any) -> None:
 
 
 def run_worker(spec: RunSpec) -> None:
-    """Entry point of a run's own process: always leaves a record behind, whatever happens."""
+    """Entry point of a run's own process: the run, logged to the trackers it asks for."""
+    configure_logging()
+    if distributed.rank():  # a data-parallel worker past the first: rank 0 logs the run
+        _run_and_record(spec)
+        return
+    with tracking.tracked_run(spec, record_file(spec.run_dir)):
+        _run_and_record(spec)
+
+
+def _run_and_record(spec: RunSpec) -> None:
+    """Do the run; always leave a record behind, whatever happens."""
     # SIGTERM (a job scheduler, `kill`, the runner stopping us) ends the run like Ctrl-C.
     signal.signal(signal.SIGTERM, _raise_interrupt)
     quiet_libraries()

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from peftbench.config import DataConfig, stable_hash
 from peftbench.data.checks import (
@@ -30,6 +29,7 @@ from peftbench.data.sources import (
 )
 from peftbench.data.splits import holdout, stratified_subset
 from peftbench.errors import PeftbenchError
+from peftbench.progress import progress_bar
 
 TOKENIZE_CHUNK = 1000
 CACHE_VERSION = 2
@@ -118,7 +118,7 @@ def _tokenize(tokenizer: Any, raw: RawSplit, max_length: int, split: str) -> tup
     """Token ids of each example (and segment ids for pairs where the tokenizer gives them)."""
     ids: list[list[int]] = []
     types: list[list[int]] | None = [] if raw.pairs is not None else None
-    with tqdm(total=len(raw.texts), desc=f"tokenising {split}", unit="text") as progress:
+    with progress_bar(total=len(raw.texts), desc=f"tokenising {split}", unit="text") as progress:
         for start in range(0, len(raw.texts), TOKENIZE_CHUNK):
             end = start + TOKENIZE_CHUNK
             pairs = None if raw.pairs is None else raw.pairs[start:end]

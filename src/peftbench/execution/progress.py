@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from peftbench.logs import LOG
 from peftbench.results import RECORD_FILE, RecordError, read_record
 from peftbench.run_spec import RunSpec
 
@@ -28,24 +29,22 @@ class Progress:
 
     def kept(self, spec: RunSpec) -> None:
         self.done += 1
-        print(f"[{self.done}/{self.total}] {spec.run_id}: finished earlier, kept", flush=True)
+        LOG.info(f"[{self.done}/{self.total}] {spec.run_id}: finished earlier, kept")
 
     def started(self, spec: RunSpec, running: int, pending: int) -> None:
         self.started_at[spec.run_id] = time.monotonic()
-        print(
+        LOG.info(
             f"started {spec.run_id} ({spec.method}) | running {running}, pending {pending}",
-            flush=True,
         )
 
     def finished(self, spec: RunSpec, running: int, pending: int) -> None:
         self.done += 1
         elapsed = time.monotonic() - self.started_at.pop(spec.run_id, time.monotonic())
         self.durations.append(elapsed)
-        print(
+        LOG.info(
             f"[{self.done}/{self.total}] {spec.run_id}: {_outcome(spec)}, "
             f"{format_duration(elapsed)} | done {self.done}, running {running}, "
             f"pending {pending}{self._eta()}",
-            flush=True,
         )
 
     def _eta(self) -> str:

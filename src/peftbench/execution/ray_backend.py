@@ -31,6 +31,7 @@ from peftbench.execution.remote import (
     RemoteResult,
     run_remote,
 )
+from peftbench.logs import LOG
 from peftbench.results import (
     PREDICTIONS_FILE,
     RECORD_FILE,
@@ -142,10 +143,9 @@ class RayBackend:
         self.data_refs: dict[str, Any] = {}
         self.runs: list[_Run] = []
         self.task = ray.remote(max_calls=1, max_retries=0)(run_task)
-        print(
+        LOG.info(
             f"Ray: {len(nodes)} node(s) ({_describe(nodes)}); each run takes "
             f"{self.resources.describe()}, {self.capacity} at once",
-            flush=True,
         )
 
     @classmethod

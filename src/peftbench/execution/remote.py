@@ -21,6 +21,7 @@ from typing import Any
 
 from peftbench.checkpoints import CHECKPOINT_DIR
 from peftbench.data import PreparedData, save_prepared
+from peftbench.logs import LOG
 from peftbench.results import PREDICTIONS_FILE, RECORD_FILE
 from peftbench.run_spec import RunSpec
 from peftbench.train import run_worker
@@ -90,10 +91,9 @@ def run_remote(
         save_prepared(data, data_file)
         spec = dataclasses.replace(spec, data_cache=str(data_file), run_dir=str(run_dir))
         with _output_to(run_dir / LOG_FILE):
-            print(
+            LOG.info(
                 f"=== {spec.run_id} on {socket.gethostname()} (pid {os.getpid()}), "
                 f"run directory {run_dir} ===",
-                flush=True,
             )
             try:
                 run_worker(spec)

@@ -8,7 +8,6 @@ others go on.
 
 from __future__ import annotations
 
-import fcntl
 import os
 import shutil
 import signal
@@ -18,14 +17,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
+from filelock import FileLock, Timeout
 
+from peftbench import tracking
 from peftbench.config import ExperimentConfig, to_plain
 from peftbench.data import prepare_data
 from peftbench.errors import PeftbenchError
 from peftbench.execution.local import LocalBackend
 from peftbench.execution.schedule import Backend, Scheduler
-from peftbench.methods import get_method
-from peftbench.models import check_4bit_available, load_tokenizer
+from peftbench.logs import LOG
+from peftbench.models import load_tokenizer
+from peftbench.preflight import check_machine
 from peftbench.results import RunRecord, load_records
 
 LOCK_FILE = ".peftbench.lock"
@@ -78,22 +80,18 @@ def check_creatable(directory: Path) -> None:
 @contextmanager
 def experiment_lock(directory: Path) -> Iterator[None]:
     """Hold an exclusive lock on the output directory for the whole experiment."""
-    handle = open(directory / LOCK_FILE, "w")  # noqa: SIM115 - held until the context ends
+    lock = FileLock(directory / LOCK_FILE)
     try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.close()
+        lock.acquire(timeout=0)
+    except Timeout:
         raise PeftbenchError(
             f"another peftbench run is using {directory}; wait for it to finish, or use "
             "another output_dir"
         ) from None
     try:
-        handle.write(str(os.getpid()))
-        handle.flush()
         yield
     finally:
-        fcntl.flock(handle, fcntl.LOCK_UN)
-        handle.close()
+        lock.release()
 
 
 def write_summary(output_dir: Path, records: list[RunRecord]) -> str:
@@ -109,11 +107,10 @@ def check_resources(config: ExperimentConfig) -> None:
 
     needs = estimate_resources(config, count_method_parameters(config))
     free_mb = shutil.disk_usage(existing_ancestor(config.output_path)).free / 2**20
-    print(
+    LOG.info(
         f"needs about {needs['disk_mb']:,.0f} MB of disk (saved models and a checkpoint; "
         f"{free_mb:,.0f} MB free) and {needs['memory_mb']:,.0f} MB of memory for weights, "
         "gradients and optimiser state of the largest run, plus activations",
-        flush=True,
     )
     if needs["disk_mb"] * 1.1 > free_mb:
         raise PeftbenchError(
@@ -132,6 +129,7 @@ def _interrupt_on_sigterm() -> None:
 
 def run_experiment(config: ExperimentConfig, force: bool = False) -> ExperimentOutcome:
     """Prepare the data once, then do every run that is not already finished."""
+    check_machine(config)  # device, precision, trackers, 4-bit: before Ray or any file
     # Ray is reached (and its resources checked) before anything is written.
     backend = connect_backend(config)
     # After connecting: ray.init installs its own SIGTERM handler (a plain exit), which would
@@ -155,12 +153,10 @@ def connect_backend(config: ExperimentConfig) -> Backend:
 
 def _run_with(backend: Backend, config: ExperimentConfig, force: bool) -> ExperimentOutcome:
     output_dir = config.output_path
-    if any(get_method(e.method).uses_4bit_base(e.params) for e in config.methods):
-        check_4bit_available()
     # The data is read and checked before anything is written: bad data leaves no output.
     check_creatable(output_dir)
     check_resources(config)
-    print(f"preparing data: {config.data.dataset}", flush=True)
+    LOG.info(f"preparing data: {config.data.dataset}")
     tokenizer = load_tokenizer(config.model)
     tokenizer_id = f"{config.model.tokenizer or config.model.name}@{config.model.revision}"
     prepared, data_cache = prepare_data(
@@ -172,13 +168,12 @@ def _run_with(backend: Backend, config: ExperimentConfig, force: bool) -> Experi
             yaml.safe_dump(to_plain(config), sort_keys=False), encoding="utf-8"
         )
         info = prepared.info
-        print(
+        LOG.info(
             f"  train {info['train_size']} / test {info['test_size']} examples, "
             f"{info['num_labels']} classes, balance {info['label_balance']}",
-            flush=True,
         )
         for warning in info["warnings"]:
-            print(f"  data warning: {warning}", flush=True)
+            LOG.info(f"  data warning: {warning}")
 
         scheduler = Scheduler(config, force, data_cache, prepared, backend)
         scheduler.run_all()
@@ -189,9 +184,10 @@ def _run_with(backend: Backend, config: ExperimentConfig, force: bool) -> Experi
         )
         table = write_summary(output_dir, records)
         report_files = write_report(output_dir)
-    print("\n" + table, flush=True)
+        tracking.log_report(config, report_files)
+    LOG.info("\n" + table)
     if report_files:
-        print(f"report: {', '.join(str(f) for f in report_files)}", flush=True)
+        LOG.info(f"report: {', '.join(str(f) for f in report_files)}")
     return ExperimentOutcome(
         records, skipped, scheduler.ran, scheduler.reused, scheduler.interrupted
     )
@@ -204,5 +200,5 @@ def write_report(output_dir: Path) -> list[Path]:
     try:
         return build_report([output_dir], output_dir).files
     except PeftbenchError as exc:  # e.g. every run failed: the records still say why
-        print(f"no report: {exc}", flush=True)
+        LOG.info(f"no report: {exc}")
         return []

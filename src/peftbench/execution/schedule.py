@@ -15,9 +15,11 @@ from collections import deque
 from pathlib import Path
 from typing import Any, Protocol
 
+from peftbench import tracking
 from peftbench.config import ExperimentConfig, MethodSpec, stable_hash
 from peftbench.data import PreparedData, carve_validation, save_prepared
 from peftbench.execution.progress import Progress
+from peftbench.logs import LOG
 from peftbench.results import (
     RECORD_FILE,
     RUNS_DIR,
@@ -73,6 +75,7 @@ def make_spec(
         run_dir=str(config.output_path / RUNS_DIR / run_id),
         role=role,
         search=search,
+        tracking=tracking.settings_for(config),
     )
     hashed = {**spec.resolved_config(), "data": config.data, "role": role}
     workers = config.execution.workers_per_run
@@ -159,7 +162,7 @@ class Scheduler:
                 if not finished(spec):
                     _write_failure(spec, "canceled", "Interrupted", "canceled before it started")
             names = ", ".join(s.run_id for s in canceled + pending) or "none"
-            print(f"interrupted; canceled: {names}; run again to resume", flush=True)
+            LOG.info(f"interrupted; canceled: {names}; run again to resume")
         self.finals.sort(key=self._final_order)
 
     def _final_order(self, spec: RunSpec) -> tuple[int, int]:
@@ -267,10 +270,9 @@ class Scheduler:
         if not scored:
             return None, {**summary, "chosen": None}
         best = max(scored, key=lambda t: t["validation_accuracy"])
-        print(
+        LOG.info(
             f"  search for {entry.label}: chose {best['values']} (validation accuracy "
             f"{100 * best['validation_accuracy']:.2f}%)",
-            flush=True,
         )
         params = dataclasses.replace(entry.params, **best["values"])
         return params, {**summary, "chosen": best["values"]}

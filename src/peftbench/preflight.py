@@ -1,0 +1,93 @@
+"""Checks of an experiment against this machine, before anything is run or written.
+
+The config validates on any machine (`peftbench plan` works anywhere); whether this machine
+can run it is asked here, once, so a device, precision or package it lacks is one error at
+the start instead of every run failing in turn.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+from peftbench.config import ExperimentConfig
+from peftbench.errors import PeftbenchError
+from peftbench.logs import LOG
+
+# tracking.report_to entry -> (module to import, extra that installs it)
+TRACKER_PACKAGES = {
+    "mlflow": ("mlflow", "pip install 'peftbench[mlflow]'"),
+    "tensorboard": ("tensorboard", "pip install 'peftbench[tensorboard]'"),
+    "wandb": ("wandb", "pip install 'peftbench[wandb]', then `wandb login` or WANDB_MODE=offline"),
+}
+
+
+def check_machine(config: ExperimentConfig) -> None:
+    """Raise PeftbenchError naming what this machine lacks for `config`, and the fix."""
+    _check_device_and_precision(config)
+    _check_4bit(config)
+    for tracker in config.tracking.report_to:
+        module, fix = TRACKER_PACKAGES[tracker]
+        if importlib.util.find_spec(module) is None:
+            raise PeftbenchError(
+                f"tracking.report_to: {tracker} is not installed; fix: {fix}, or remove "
+                f"{tracker} from tracking.report_to"
+            )
+    if "wandb" in config.tracking.report_to and not _wandb_configured():
+        raise PeftbenchError(
+            "tracking.report_to: wandb has no login here (and W&B would ask for one in the "
+            "middle of the run); fix: `wandb login` or WANDB_API_KEY, or WANDB_MODE=offline "
+            "to save the runs for a later `wandb sync`"
+        )
+
+
+def _wandb_configured() -> bool:
+    """A W&B key (environment or ~/.netrc, where `wandb login` keeps it), or a mode that
+    needs none."""
+    if os.environ.get("WANDB_MODE") in ("offline", "disabled") or os.environ.get("WANDB_API_KEY"):
+        return True
+    netrc = Path(os.environ.get("NETRC", Path.home() / ".netrc"))
+    try:
+        return "api.wandb.ai" in netrc.read_text(encoding="utf-8")
+    except OSError:
+        return False
+
+
+def _check_device_and_precision(config: ExperimentConfig) -> None:
+    import torch
+
+    training = config.training
+    has_cuda = torch.cuda.is_available()
+    if training.device == "cuda" and not has_cuda:
+        raise PeftbenchError(
+            "training.device: cuda, but this machine has no CUDA device PyTorch can use "
+            f"(torch {torch.__version__}); fix: training.device=cpu (or auto), or install a "
+            "CUDA build of torch on a machine with an NVIDIA GPU (see README)"
+        )
+    on_cuda = training.device == "cuda" or (training.device == "auto" and has_cuda)
+    if on_cuda and training.precision == "bf16" and not torch.cuda.is_bf16_supported():
+        raise PeftbenchError(
+            f"training.precision: bf16, but {torch.cuda.get_device_name(0)} does not compute "
+            "bf16; fix: training.precision=fp16 (or auto)"
+        )
+    if not on_cuda and training.precision in ("bf16", "fp16"):
+        from peftbench.measure import cpu_has_native_bf16
+
+        if training.precision == "fp16" or not cpu_has_native_bf16():
+            LOG.warning(
+                f"training.precision: {training.precision} on this CPU is emulated (slower than "
+                "fp32); auto picks what the CPU runs natively"
+            )
+
+
+def _check_4bit(config: ExperimentConfig) -> None:
+    from peftbench.methods import get_method
+
+    four_bit = [e.label for e in config.methods if get_method(e.method).uses_4bit_base(e.params)]
+    if four_bit and importlib.util.find_spec("bitsandbytes") is None:
+        raise PeftbenchError(
+            f"methods {', '.join(four_bit)} need 4-bit weights from bitsandbytes, which is not "
+            "installed; fix: pip install 'peftbench[qlora]' (CUDA or x86-64 CPU), or run the "
+            "other methods with --methods"
+        )
