@@ -275,6 +275,7 @@ def test_several_dirs_are_grouped_and_labelled(tmp_path: Path, experiment: Path)
         check_png(tmp_path / "report" / "plots" / f"{key}.png")
 
 
+@pytest.mark.writes_invalid_records  # the odd record is malformed on purpose
 def test_only_failed_or_odd_runs_still_build(tmp_path: Path) -> None:
     out = tmp_path / "failed"
     write(out, make_record("LoRA", 1, 0.0, status="failed"))
