@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from peftbench.data import TokenizedSplit, collate
+from peftbench.loop import synchronize
 from peftbench.memory import TensorMemoryTracker
 
 SERVING_EXAMPLES = 32
@@ -35,11 +36,6 @@ def why_not_mergeable(model: nn.Module, method: str, four_bit: bool) -> str | No
     if four_bit:
         return "4-bit base: merging would re-quantise the weights and change them"
     return None
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def measure_serving(
@@ -61,19 +57,19 @@ def measure_serving(
     with torch.no_grad(), autocast:
         for index in indices[: max(1, len(indices) // 4)]:
             batch = _inputs(split, [index], pad_token_id, device)
-            _sync(device)
+            synchronize(device)
             start = time.perf_counter()
             model(**batch)
-            _sync(device)
+            synchronize(device)
             latencies.append(time.perf_counter() - start)
-        _sync(device)
+        synchronize(device)
         start = time.perf_counter()
         with tracker.measure("serve"):
             for begin in range(0, len(indices), batch_size):
                 part = indices[begin : begin + batch_size]
                 logits = model(**_inputs(split, part, pad_token_id, device)).logits
                 predictions += logits.argmax(-1).tolist()
-        _sync(device)
+        synchronize(device)
         elapsed = time.perf_counter() - start
     peak = tracker.peaks()["serve"]
     return {
