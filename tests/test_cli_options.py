@@ -117,6 +117,7 @@ def _refused(raw: dict, tmp_path: Path, capsys: pytest.CaptureFixture, *args: st
             "methods.lora.learning_rate: must be a positive number, got -0.001",
         ),
         ("training.epochs=0", "training.epochs: must be a positive integer"),
+        ("execution.max_retries=-1", "execution.max_retries: must be >= 0"),
         ("training.warmup_ratio=1.5", "training.warmup_ratio: must be in [0, 1)"),
         ("methods.lora.dropout=1.2", "dropout must be in [0, 1)"),
         ("tracking.report_to=[neptune]", "tracking.report_to[0]: got 'neptune'"),
@@ -132,6 +133,15 @@ def test_out_of_range_numbers_are_refused_before_any_run(
 ) -> None:
     raw = tiny_config(tiny_roberta, tiny_dataset, tmp_path / "out")
     assert message in _refused(raw, tmp_path, capsys, override)
+
+
+def test_overrides_may_follow_the_options(
+    tiny_roberta: Path, tiny_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """`run CONFIG --force a.b=c` applies the override (it is read, hence refused here)."""
+    raw = tiny_config(tiny_roberta, tiny_dataset, tmp_path / "out")
+    err = _refused(raw, tmp_path, capsys, "--force", "training.epochs=0")
+    assert "training.epochs: must be a positive integer" in err
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")

@@ -155,7 +155,8 @@ def test_a_failing_run_and_a_killed_worker_are_recorded_and_the_killed_one_resum
         "lora": {"learning_rate": 5e-3},
         "ia3": {"learning_rate": 2e-2},
     }
-    config = _write(_config(tiny_roberta, tiny_dataset, out, LONG, methods), tmp_path / "c.yaml")
+    raw = _config(tiny_roberta, tiny_dataset, out, LONG, methods, execution={"max_retries": 0})
+    config = _write(raw, tmp_path / "c.yaml")
     killer = _kill_when_checkpointed(out / "runs" / "lora-seed0")
     assert main(["run", str(config), "--parallel", "2"]) == 1
     killer.join()
@@ -175,6 +176,39 @@ def test_a_failing_run_and_a_killed_worker_are_recorded_and_the_killed_one_resum
     assert resumed["status"] == "success"
     assert resumed["train_info"]["resumed_from_epoch"] >= 1
     assert (out / "runs" / "ia3-seed0" / "record.json").stat().st_mtime_ns == kept
+
+
+def test_a_lost_worker_is_retried_from_its_checkpoint_and_force_starts_afresh(
+    embedded_ray, tiny_roberta: Path, tiny_dataset: Path, tmp_path: Path
+) -> None:
+    """execution.max_retries restarts a run whose worker died, from its checkpoint on
+    execution.storage; --force discards such a checkpoint instead of resuming from it."""
+    out, storage = tmp_path / "out", tmp_path / "storage"
+    execution = {"backend": "ray", "storage": str(storage), "max_retries": 1}
+    methods = {"lora": {"learning_rate": 5e-3}}
+    raw = _config(tiny_roberta, tiny_dataset, out, LONG, methods, execution=execution)
+    config = _write(raw, tmp_path / "c.yaml")
+    stored_run = storage / raw["name"] / "runs" / "lora-seed0"
+
+    killer = _kill_when_checkpointed(stored_run)
+    assert main(["run", str(config)]) == 0  # killed once, retried, finished
+    killer.join()
+    record = read_record(out / "runs" / "lora-seed0" / "record.json")
+    assert record["status"] == "success", record["error"]
+    assert record["run_info"]["execution"]["attempts"] == 2
+    assert record["train_info"]["resumed_from_epoch"] >= 1
+
+    # A run killed with no retry left keeps its checkpoint on the storage ...
+    killer = _kill_when_checkpointed(stored_run)
+    assert main(["run", str(config), "--force", "execution.max_retries=0"]) == 1
+    killer.join()
+    assert checkpoint_file(stored_run).exists()
+    # ... which --force discards: the run starts from epoch 0, not from that checkpoint.
+    assert main(["run", str(config), "--force"]) == 0
+    record = read_record(out / "runs" / "lora-seed0" / "record.json")
+    assert record["status"] == "success", record["error"]
+    assert not record["train_info"]["resumed_from_epoch"]  # None: not resumed
+    assert record["run_info"]["execution"]["attempts"] == 1
 
 
 def _processes_with(marker: str) -> list[psutil.Process]:

@@ -217,8 +217,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    """The command line; `a.b=c` overrides may also come after options such as --force."""
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    late_overrides = [arg for arg in unknown if "=" in arg and not arg.startswith("-")]
+    if len(late_overrides) < len(unknown) or (unknown and not hasattr(args, "overrides")):
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    if late_overrides:
+        args.overrides = [*args.overrides, *late_overrides]
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse(argv)
     from peftbench.logs import configure, level_for
 
     configure(level_for(getattr(args, "verbosity", 0)))

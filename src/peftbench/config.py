@@ -162,6 +162,10 @@ class ExecutionConfig:
     # A directory every node can write (a shared mount) for checkpoints and trained models,
     # when output_dir is not on shared storage. null: they go under output_dir.
     storage: str | None = None
+    # Ray only. A run whose worker process or node is lost (killed, out of memory, node
+    # down; not a run that ends with an error) is started again this many times, resuming
+    # from its last epoch checkpoint. 0: record it as failed at once (a rerun resumes it).
+    max_retries: int = 1
 
 
 @dataclass
@@ -416,6 +420,8 @@ def _validate_execution(execution: ExecutionConfig, training: TrainingConfig) ->
         raise ConfigError(f"execution.resources_per_run.cpus: must be > 0, got {resources.cpus}")
     if resources.gpus is not None and resources.gpus < 0:
         raise ConfigError(f"execution.resources_per_run.gpus: must be >= 0, got {resources.gpus}")
+    if execution.max_retries < 0:
+        raise ConfigError(f"execution.max_retries: must be >= 0, got {execution.max_retries}")
     if execution.backend == "local":
         ray_only = {
             "address": execution.address is not None,

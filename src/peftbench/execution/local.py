@@ -11,6 +11,7 @@ import multiprocessing
 import time
 from pathlib import Path
 
+from peftbench.checkpoints import remove_checkpoint
 from peftbench.results import RECORD_FILE, RunProgress, failure_record, write_json_atomic
 from peftbench.run_spec import RunSpec
 from peftbench.train import run_worker
@@ -25,8 +26,10 @@ class LocalBackend:
     def running(self) -> int:
         return int(self.current is not None)
 
-    def start(self, spec: RunSpec) -> None:
+    def start(self, spec: RunSpec, fresh: bool = False) -> None:
         Path(spec.run_dir).mkdir(parents=True, exist_ok=True)
+        if fresh:
+            remove_checkpoint(Path(spec.run_dir))
         process = multiprocessing.get_context("spawn").Process(target=run_worker, args=(spec,))
         self.current = (spec, process, time.time())
         process.start()

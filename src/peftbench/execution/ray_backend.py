@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from peftbench.checkpoints import load_checkpoint
+from peftbench.checkpoints import load_checkpoint, remove_checkpoint
 from peftbench.config import ExecutionConfig, ExperimentConfig
 from peftbench.data import load_prepared
 from peftbench.errors import PeftbenchError
@@ -183,8 +183,13 @@ class RayBackend:
         root = Path(storage) / self.config.name if storage else self.config.output_path
         return root.resolve()
 
-    def start(self, spec: RunSpec) -> None:
+    def start(self, spec: RunSpec, fresh: bool = False, attempt: int = 1) -> None:
+        """Start a run's task(s); `fresh`: discard its checkpoints (here and on the worker's
+        node); `attempt` > 1: a restart after its worker or node was lost."""
         root = self.storage_root()
+        if fresh:
+            remove_checkpoint(root / RUNS_DIR / spec.run_id)
+            remove_checkpoint(Path(spec.run_dir))
         marker = root / STORAGE_MARKER
         if not marker.exists() or marker.read_text(encoding="utf-8") != self.token:
             root.mkdir(parents=True, exist_ok=True)
@@ -195,19 +200,21 @@ class RayBackend:
                 load_prepared(Path(spec.data_cache))
             )
         threads = max(1, int(self.resources.cpus))
-        args = (spec, data, threads, str(root / RUNS_DIR / spec.run_id), str(marker), self.token)
+        work_dir = str(root / RUNS_DIR / spec.run_id)
+        args = (spec, data, threads, work_dir, str(marker), self.token, fresh)
         if self.workers > 1:
             from peftbench.execution.ray_group import start_group
 
             try:
                 refs, group = start_group(self.ray, self.resources, self.workers, args)
             except self.ray.exceptions.RayError as exc:  # e.g. its workers never got room
-                self.runs.append(_Run(spec, time.time(), [], None, f"{type(exc).__name__}: {exc}"))
+                error = f"{type(exc).__name__}: {exc}"
+                self.runs.append(_Run(spec, time.time(), [], None, attempt, error))
                 return
         else:
             options = {"name": f"peftbench:{spec.run_id}", **self.resources.as_ray()}
             refs, group = [self.task.options(**options).remote(*args)], None
-        self.runs.append(_Run(spec, time.time(), refs, group))
+        self.runs.append(_Run(spec, time.time(), refs, group, attempt))
 
     def wait(self) -> list[RunSpec]:
         """Wait for a run whose workers all returned, or one of whose workers failed."""
@@ -220,10 +227,11 @@ class RayBackend:
                 break
         for run in finished:
             self.runs.remove(run)
-            self._keep(run)
-        return [run.spec for run in finished]
+        return [run.spec for run in finished if self._keep(run)]
 
-    def _keep(self, run: _Run) -> None:
+    def _keep(self, run: _Run) -> bool:
+        """Write what a settled run returned, or start it again when its worker or node was
+        lost and retries are left (then it is not finished: False)."""
         ready = self._stop(run)  # the workers still running wait for one that stopped
         results: list[RemoteResult] = []
         crash = None
@@ -235,6 +243,14 @@ class RayBackend:
             except self.ray.exceptions.RayError as exc:  # the worker or its node died
                 crash = exc
         failed = [r for r in results if not r.record or r.record["status"] != "success"]
+        if crash is not None and not failed and run.attempt <= self.config.execution.max_retries:
+            LOG.info(
+                f"{run.spec.run_id}: its worker was lost ({type(crash).__name__}); starting it "
+                f"again from its last epoch checkpoint (retry {run.attempt} of "
+                f"{self.config.execution.max_retries})",
+            )
+            self.start(run.spec, attempt=run.attempt + 1)
+            return False
         if failed or crash is None and len(results) == len(run.refs) > 0:
             if failed:
                 result = failed[0]
@@ -244,7 +260,7 @@ class RayBackend:
                 result = merge_workers(results)
             else:
                 result = results[0]
-            write_result(run.spec, result, self.workers)
+            write_result(run.spec, result, self.workers, run.attempt)
         message = " ".join(str(crash or run.error).strip().splitlines()[:3])[:500]
         record_if_missing(
             run.spec,
@@ -254,6 +270,7 @@ class RayBackend:
             f"the run's Ray workers ended without a result: {message}",
             self._progress_so_far(run.spec),
         )
+        return True
 
     def _stop(self, run: _Run) -> list[Any]:
         """End a run's workers that are still running (only those: cancelling a finished
@@ -289,6 +306,7 @@ class _Run:
     started: float
     refs: list[Any]  # one per worker
     group: Any  # the placement group holding a multi-worker run's workers together
+    attempt: int = 1  # 2, 3, ...: started again after its worker or node was lost
     error: str | None = None  # why its workers could not be started
 
 
@@ -318,7 +336,7 @@ def run_task(*args: Any) -> RemoteResult:
     return result
 
 
-def write_result(spec: RunSpec, result: RemoteResult, workers: int = 1) -> None:
+def write_result(spec: RunSpec, result: RemoteResult, workers: int = 1, attempts: int = 1) -> None:
     """Write what a worker returned under the driver's run directory (each file atomically)."""
     run_dir = Path(spec.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -343,6 +361,7 @@ def write_result(spec: RunSpec, result: RemoteResult, workers: int = 1) -> None:
             "node_id": result.node_id,
             "pid": result.pid,
             "workers": workers,
+            "attempts": attempts,  # > 1: its worker or node was lost and it was started again
             "shared_storage": result.shared,
             "model_dir": str(run_dir / MODEL_DIR) if result.model_files else result.model_dir,
             "process_span_s": result.process_span,  # worker process start, return (Unix time)

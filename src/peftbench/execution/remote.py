@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from peftbench.checkpoints import CHECKPOINT_DIR
+from peftbench.checkpoints import CHECKPOINT_DIR, remove_checkpoint
 from peftbench.data import PreparedData, save_prepared
 from peftbench.logs import LOG
 from peftbench.results import PREDICTIONS_FILE, RECORD_FILE
@@ -69,6 +69,7 @@ def run_remote(
     work_dir: str,
     marker: str,
     token: str,
+    fresh: bool = False,
     rank: int = 0,
 ) -> RemoteResult:
     """Do one run in this (fresh) worker process and return what the driver must keep.
@@ -76,11 +77,15 @@ def run_remote(
     `work_dir` is where its checkpoints and model go when this node sees the storage that
     holds `marker` (written by the driver with `token`); else a directory on this node.
     Workers other than 0 of a multi-worker run start from a copy of the run's checkpoint
-    in a scratch directory, and return only their record and log."""
+    in a scratch directory, and return only their record and log. `fresh` (--force): start
+    from scratch, discarding a checkpoint left on this node or on the storage."""
     shared = sees_shared_storage(Path(marker), token)
     run_dir = Path(work_dir) if shared else node_local_run_dir(spec)
+    if fresh and not rank:
+        remove_checkpoint(run_dir)
     if rank:
-        run_dir = _worker_copy(run_dir, node_local_run_dir(spec).with_name(f"{spec.run_id}-{rank}"))
+        scratch_dir = node_local_run_dir(spec).with_name(f"{spec.run_id}-{rank}")
+        run_dir = _worker_copy(run_dir, scratch_dir, with_checkpoint=not fresh)
     run_dir.mkdir(parents=True, exist_ok=True)
     if threads and not spec.training.num_threads:
         import torch
@@ -128,12 +133,12 @@ def _collect(spec: RunSpec, run_dir: Path, shared: bool, rank: int) -> RemoteRes
     return result
 
 
-def _worker_copy(main_dir: Path, directory: Path) -> Path:
+def _worker_copy(main_dir: Path, directory: Path, with_checkpoint: bool) -> Path:
     """A fresh directory for a worker other than 0, holding the run's checkpoint (if any)."""
     shutil.rmtree(directory, ignore_errors=True)
     directory.mkdir(parents=True)
     checkpoint = main_dir / CHECKPOINT_DIR
-    if checkpoint.is_dir():
+    if with_checkpoint and checkpoint.is_dir():
         shutil.copytree(checkpoint, directory / CHECKPOINT_DIR)
     return directory
 

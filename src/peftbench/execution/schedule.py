@@ -37,7 +37,9 @@ class Backend(Protocol):
 
     capacity: int  # runs at once
 
-    def start(self, spec: RunSpec) -> None: ...
+    def start(self, spec: RunSpec, fresh: bool = False) -> None:
+        """Start a run; `fresh` (--force): discard its checkpoints instead of resuming."""
+        ...
 
     def wait(self) -> list[RunSpec]:
         """Block until at least one started run has finished and its record is written."""
@@ -175,12 +177,8 @@ class Scheduler:
             self.reused.append(spec.run_id)
             self._finish(spec, ran=False)
             return
-        if self.force:
-            from peftbench.checkpoints import remove_checkpoint
-
-            remove_checkpoint(Path(spec.run_dir))
         self.progress.started(spec, self.backend.running() + 1, len(self.ready))
-        self.backend.start(spec)
+        self.backend.start(spec, fresh=self.force)
 
     def _finish(self, spec: RunSpec, ran: bool) -> None:
         if ran:
