@@ -20,11 +20,10 @@ from peftbench.data import PreparedData, TokenizedSplit, batch_order, collate
 from peftbench.flops import ModelShape, PeakFlops
 from peftbench.measure import NvmlPeak
 from peftbench.methods import Method
+from peftbench.models import DTYPES
 from peftbench.progress import progress_bar
 from peftbench.results import RunProgress
 from peftbench.run_spec import RunSpec
-
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class NonFiniteLoss(RuntimeError):

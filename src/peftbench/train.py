@@ -158,17 +158,11 @@ def _build_model(
 ) -> tuple[nn.Module, float | None]:
     """The base model with the method applied, and the attention dropout it trains with."""
     training = spec.training
-    quantize = spec.params if method.uses_4bit_base(spec.params) else None
-    compute = getattr(spec.params, "compute_dtype", "auto")
-    compute_dtype = DTYPES["bf16" if device.type == "cuda" else "fp32"]
-    if compute != "auto":
-        compute_dtype = DTYPES[compute]
     model = load_model(
         spec.model,
         num_labels,
         device,
-        quantize,
-        compute_dtype,
+        method.quantization(spec.params),
         training.attention,
         training.attention_dropout,
     )
@@ -303,8 +297,7 @@ def finish(state: RunState) -> RunRecord:
         "memory": memory,
         "serving": serving_cost(
             state.model,
-            spec.method,
-            state.method.uses_4bit_base(spec.params),
+            state.method.merge_blocker(spec.params),
             data.test,
             data.pad_token_id,
             spec.training.eval_batch_size,

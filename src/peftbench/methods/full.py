@@ -27,4 +27,5 @@ METHOD = Method(
     description="Full fine-tuning: all weights trained.",
     params_class=FullParams,
     apply=apply,
+    saves_whole_model=True,
 )

@@ -23,7 +23,7 @@ from torch import nn
 
 from peftbench.errors import PeftbenchError
 from peftbench.methods import Method, MethodContext
-from peftbench.methods._common import QuantizedBaseParams, head_modules
+from peftbench.methods._common import PROMPT_NOT_MERGEABLE, QuantizedBaseParams, head_modules
 
 
 @dataclass
@@ -159,4 +159,6 @@ METHOD = Method(
     description="Prefix tuning: trained keys and values prepended in every attention layer.",
     params_class=PrefixTuningParams,
     apply=apply,
+    prepare_base=accept_past_key_values,
+    not_mergeable=PROMPT_NOT_MERGEABLE,
 )

@@ -10,7 +10,12 @@ from peft import PromptTuningConfig, PromptTuningInit, TaskType, get_peft_model
 from torch import nn
 
 from peftbench.methods import Method, MethodContext
-from peftbench.methods._common import QuantizedBaseParams, guard_prompt_length, head_modules
+from peftbench.methods._common import (
+    PROMPT_NOT_MERGEABLE,
+    QuantizedBaseParams,
+    guard_prompt_length,
+    head_modules,
+)
 
 
 @dataclass
@@ -57,4 +62,5 @@ METHOD = Method(
     description="Prompt tuning: trained virtual-token embeddings prepended to the input.",
     params_class=PromptTuningParams,
     apply=apply,
+    not_mergeable=PROMPT_NOT_MERGEABLE,
 )

@@ -10,7 +10,12 @@ from peft import PromptEncoderConfig, TaskType, get_peft_model
 from torch import nn
 
 from peftbench.methods import Method, MethodContext
-from peftbench.methods._common import QuantizedBaseParams, guard_prompt_length, head_modules
+from peftbench.methods._common import (
+    PROMPT_NOT_MERGEABLE,
+    QuantizedBaseParams,
+    guard_prompt_length,
+    head_modules,
+)
 
 
 @dataclass
@@ -57,4 +62,5 @@ METHOD = Method(
     "input (the MLP is training-only; the saved adapter holds the resulting embeddings).",
     params_class=PTuningParams,
     apply=apply,
+    not_mergeable=PROMPT_NOT_MERGEABLE,
 )
