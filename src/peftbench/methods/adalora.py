@@ -5,9 +5,7 @@ Fine-Tuning")."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-from peft import AdaLoraConfig, TaskType, get_peft_model
-from torch import nn
+from typing import TYPE_CHECKING
 
 from peftbench.methods import Method, MethodContext
 from peftbench.methods._common import (
@@ -16,6 +14,9 @@ from peftbench.methods._common import (
     head_modules,
     resolve_targets,
 )
+
+if TYPE_CHECKING:  # torch loads when a method is applied
+    from torch import nn
 
 
 @dataclass
@@ -68,6 +69,8 @@ class AdaLoraParams(QuantizedBaseParams, AdaLoraSettings):
 
 
 def apply(model: nn.Module, params: AdaLoraParams, context: MethodContext) -> nn.Module:
+    from peft import AdaLoraConfig, TaskType, get_peft_model
+
     total = max(context.total_steps, 1)
     # validate() keeps the fractions' sum below 1, so some steps are left to reallocate.
     tinit = int(params.tinit_fraction * total)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-from peft import IA3Config, TaskType, get_peft_model
-from torch import nn
+from typing import TYPE_CHECKING
 
 from peftbench.methods import Method, MethodContext
 from peftbench.methods._common import check_target_modules, head_modules
 from peftbench.methods.targets import resolve_ia3_targets
+
+if TYPE_CHECKING:  # torch loads when a method is applied
+    from torch import nn
 
 
 @dataclass
@@ -37,6 +38,8 @@ class IA3Params:
 
 
 def apply(model: nn.Module, params: IA3Params, context: MethodContext) -> nn.Module:
+    from peft import IA3Config, TaskType, get_peft_model
+
     targets, feedforward = resolve_ia3_targets(
         model, params.target_modules, params.feedforward_modules
     )

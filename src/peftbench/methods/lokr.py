@@ -4,12 +4,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-from peft import LoKrConfig, TaskType, get_peft_model
-from torch import nn
+from typing import TYPE_CHECKING
 
 from peftbench.methods import Method, MethodContext
 from peftbench.methods._common import LycorisParams, lycoris_options
+
+if TYPE_CHECKING:  # torch loads when a method is applied
+    from torch import nn
 
 
 @dataclass
@@ -23,6 +24,8 @@ class LoKrParams(LycorisParams):
 
 def apply(model: nn.Module, params: LoKrParams, context: MethodContext) -> nn.Module:
     # PEFT's LyCORIS layers wrap plain nn.Linear only, so LoKr has no 4-bit base option.
+    from peft import LoKrConfig, TaskType, get_peft_model
+
     config = LoKrConfig(
         task_type=TaskType.SEQ_CLS,
         decompose_factor=params.decompose_factor,

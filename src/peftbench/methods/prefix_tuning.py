@@ -14,16 +14,15 @@ from __future__ import annotations
 import inspect
 import types
 from dataclasses import dataclass
-from typing import Any
-
-import torch
-import transformers
-from peft import PrefixTuningConfig, TaskType, get_peft_model
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from peftbench.errors import PeftbenchError
 from peftbench.methods import Method, MethodContext
 from peftbench.methods._common import PROMPT_NOT_MERGEABLE, QuantizedBaseParams, head_modules
+
+if TYPE_CHECKING:  # torch loads when a method is applied
+    import torch
+    from torch import nn
 
 
 @dataclass
@@ -61,6 +60,8 @@ def _positions_without_prefix(
     position table at full length (512 + 20 > 514 for roberta-base). The prefix holds keys and
     values only, so the text keeps its own positions.
     """
+    import torch
+
     embeddings = getattr(model.base_model, "embeddings", None)
     roberta_style = hasattr(embeddings, "create_position_ids_from_input_ids")
     if input_ids is not None and roberta_style:
@@ -108,6 +109,9 @@ def accept_past_key_values(model: nn.Module) -> None:
 
 def _check_prefix_reaches_attention(model: nn.Module) -> None:
     """Raise if changing the prefix leaves the logits unchanged (the encoder ignores it)."""
+    import torch
+    import transformers
+
     base = model.get_base_model()
     device = next(model.parameters()).device
     token = base.config.vocab_size - 1
@@ -141,6 +145,8 @@ def _check_prefix_reaches_attention(model: nn.Module) -> None:
 
 
 def apply(model: nn.Module, params: PrefixTuningParams, context: MethodContext) -> nn.Module:
+    from peft import PrefixTuningConfig, TaskType, get_peft_model
+
     accept_past_key_values(model)
     config = PrefixTuningConfig(
         task_type=TaskType.SEQ_CLS,

@@ -4,10 +4,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
-
-from peft import PromptTuningConfig, PromptTuningInit, TaskType, get_peft_model
-from torch import nn
+from typing import TYPE_CHECKING, Literal
 
 from peftbench.methods import Method, MethodContext
 from peftbench.methods._common import (
@@ -16,6 +13,9 @@ from peftbench.methods._common import (
     guard_prompt_length,
     head_modules,
 )
+
+if TYPE_CHECKING:  # torch loads when a method is applied
+    from torch import nn
 
 
 @dataclass
@@ -44,6 +44,8 @@ class PromptTuningParams(QuantizedBaseParams, PromptTuningSettings):
 
 
 def apply(model: nn.Module, params: PromptTuningParams, context: MethodContext) -> nn.Module:
+    from peft import PromptTuningConfig, PromptTuningInit, TaskType, get_peft_model
+
     guard_prompt_length(model, params.num_virtual_tokens, "prompt_tuning")
     init = (
         PromptTuningInit.SAMPLE_VOCAB if params.init == "sample_vocab" else PromptTuningInit.RANDOM

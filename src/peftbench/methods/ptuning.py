@@ -4,10 +4,7 @@ prepended to the input (Liu et al. 2021, "GPT Understands, Too")."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
-
-from peft import PromptEncoderConfig, TaskType, get_peft_model
-from torch import nn
+from typing import TYPE_CHECKING, Literal
 
 from peftbench.methods import Method, MethodContext
 from peftbench.methods._common import (
@@ -16,6 +13,9 @@ from peftbench.methods._common import (
     guard_prompt_length,
     head_modules,
 )
+
+if TYPE_CHECKING:  # torch loads when a method is applied
+    from torch import nn
 
 
 @dataclass
@@ -44,6 +44,8 @@ class PTuningParams(QuantizedBaseParams, PTuningSettings):
 
 
 def apply(model: nn.Module, params: PTuningParams, context: MethodContext) -> nn.Module:
+    from peft import PromptEncoderConfig, TaskType, get_peft_model
+
     guard_prompt_length(model, params.num_virtual_tokens, "ptuning")
     config = PromptEncoderConfig(
         task_type=TaskType.SEQ_CLS,

@@ -5,9 +5,7 @@ Adaptation")."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-from peft import TaskType, VeraConfig, get_peft_model
-from torch import nn
+from typing import TYPE_CHECKING
 
 from peftbench.methods import Method, MethodContext
 from peftbench.methods._common import (
@@ -16,6 +14,9 @@ from peftbench.methods._common import (
     head_modules,
     resolve_targets,
 )
+
+if TYPE_CHECKING:  # torch loads when a method is applied
+    from torch import nn
 
 
 @dataclass
@@ -52,6 +53,8 @@ class VeraParams(QuantizedBaseParams, VeraSettings):
 
 
 def apply(model: nn.Module, params: VeraParams, context: MethodContext) -> nn.Module:
+    from peft import TaskType, VeraConfig, get_peft_model
+
     config = VeraConfig(
         task_type=TaskType.SEQ_CLS,
         r=params.r,
