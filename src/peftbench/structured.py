@@ -126,3 +126,17 @@ def stable_hash(value: Any) -> str:
     """sha256 of a JSON-able value with sorted keys: equal configs give equal hashes."""
     text = json.dumps(to_plain(value), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+HELP = "help"  # the dataclass field metadata key that `setting` fills
+
+
+def setting(default: Any, help: str = "") -> Any:  # noqa: A002 - the word users read
+    """A dataclass field with its default and its help beside it: what the setting means and
+    why the default was chosen (shown by `peftbench methods --help-text` and `--json`).
+    A list or dict default is copied for each instance."""
+    if isinstance(default, list | dict):
+        return dataclasses.field(
+            default_factory=lambda: type(default)(default), metadata={HELP: help}
+        )
+    return dataclasses.field(default=default, metadata={HELP: help})

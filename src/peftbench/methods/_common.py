@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from peftbench.errors import PeftbenchError
 from peftbench.methods.targets import head_modules, resolve_targets
+from peftbench.structured import setting
 
 if TYPE_CHECKING:
     from torch import nn
@@ -60,17 +61,29 @@ class FourBitSettings:
     """How 4-bit base weights are stored and computed with; turned into the load-time spec by
     Method.quantization. QLoRA's params have them; so do QuantizedBaseParams'."""
 
-    # The QLoRA paper's storage type and double quantisation of the scales (Dettmers et al. 2023).
-    quant_type: Literal["nf4", "fp4"] = "nf4"
-    double_quant: bool = True
-    # Dtype of the de-quantised matmuls; "auto" = bf16 on CUDA, fp32 on CPU.
-    compute_dtype: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    quant_type: Literal["nf4", "fp4"] = setting(
+        "nf4",
+        help=(
+            "The QLoRA paper's storage type and double quantisation of the scales (Dettmers et al."
+            " 2023)."
+        ),
+    )
+    double_quant: bool = setting(True)
+    compute_dtype: Literal["auto", "fp32", "bf16", "fp16"] = setting(
+        "auto",
+        help='Dtype of the de-quantised matmuls; "auto" = bf16 on CUDA, fp32 on CPU.',
+    )
 
 
 @dataclass
 class _BaseChoice:
-    # "4bit" loads the frozen base weights in 4-bit (as QLoRA does) and trains the method on top.
-    base: Literal["full", "4bit"] = "full"
+    base: Literal["full", "4bit"] = setting(
+        "full",
+        help=(
+            '"4bit" loads the frozen base weights in 4-bit (as QLoRA does) and trains the method '
+            "on top."
+        ),
+    )
 
 
 @dataclass
@@ -139,19 +152,34 @@ def guard_prompt_length(model: nn.Module, virtual_tokens: int, method: str) -> N
 class LycorisParams:
     """What the LyCORIS methods (LoHa, LoKr) share; compared at LoRA's rank and targets."""
 
-    # No published rate for sequence classification; LoRA's (5e-4, Hu et al. 2021, table 9).
-    learning_rate: float = 5e-4
-    # PEFT's LoHaConfig / LoKrConfig defaults (r=8, alpha=8), on LoRA's targets.
-    r: int = 8
-    alpha: int = 8
-    rank_dropout: float = 0.0
-    module_dropout: float = 0.0
-    # null = the architecture's query and value projections (methods/targets.py); a list of
-    # module names; or all-linear.
-    target_modules: list[str] | str | None = None
-    # Modules trained in full next to the adapter; null = the architecture's classification
-    # head (classifier / score, and the pooler of BERT-family models), see methods/targets.py.
-    modules_to_save: list[str] | None = None
+    learning_rate: float = setting(
+        5e-4,
+        help=(
+            "No published rate for sequence classification; LoRA's (5e-4, Hu et al. 2021, table 9)."
+        ),
+    )
+    r: int = setting(
+        8,
+        help="PEFT's LoHaConfig / LoKrConfig defaults (r=8, alpha=8), on LoRA's targets.",
+    )
+    alpha: int = setting(8)
+    rank_dropout: float = setting(0.0)
+    module_dropout: float = setting(0.0)
+    target_modules: list[str] | str | None = setting(
+        None,
+        help=(
+            "null = the architecture's query and value projections (methods/targets.py); a list of"
+            " module names; or all-linear."
+        ),
+    )
+    modules_to_save: list[str] | None = setting(
+        None,
+        help=(
+            "Modules trained in full next to the adapter; null = the architecture's classification"
+            " head (classifier / score, and the pooler of BERT-family models), see "
+            "methods/targets.py."
+        ),
+    )
 
     def validate(self) -> None:
         if self.r <= 0 or self.alpha <= 0:

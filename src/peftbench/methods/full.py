@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from peftbench.methods import Method, MethodContext
+from peftbench.structured import setting
 
 if TYPE_CHECKING:  # torch loads when a method is applied
     from torch import nn
@@ -13,9 +14,13 @@ if TYPE_CHECKING:  # torch loads when a method is applied
 
 @dataclass
 class FullParams:
-    # 2e-5 is the usual rate for BERT/RoBERTa-base fine-tuning (Liu et al. 2019, RoBERTa,
-    # table 10: 1e-5..3e-5 on GLUE). The reference study states none.
-    learning_rate: float = 2e-5
+    learning_rate: float = setting(
+        2e-5,
+        help=(
+            "2e-5 is the usual rate for BERT/RoBERTa-base fine-tuning (Liu et al. 2019, RoBERTa, "
+            "table 10: 1e-5..3e-5 on GLUE). The reference study states none."
+        ),
+    )
 
 
 def apply(model: nn.Module, params: FullParams, context: MethodContext) -> nn.Module:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from peftbench.errors import PeftbenchError
 from peftbench.methods import Method, MethodContext
 from peftbench.methods._common import PROMPT_NOT_MERGEABLE, QuantizedBaseParams, head_modules
+from peftbench.structured import setting
 
 if TYPE_CHECKING:  # torch loads when a method is applied
     import torch
@@ -27,18 +28,36 @@ if TYPE_CHECKING:  # torch loads when a method is applied
 
 @dataclass
 class PrefixTuningSettings:
-    # PEFT's sequence-classification example (examples/sequence_classification/
-    # prefix_tuning.ipynb, roberta-large on MRPC): 20 virtual tokens, no projection, lr 1e-2.
-    learning_rate: float = 1e-2
-    num_virtual_tokens: int = 20
-    # Reparametrise the prefix through an MLP while training (Li & Liang 2021, sec. 4.3);
-    # off in PEFT's example and by default.
-    prefix_projection: bool = False
-    # Width of that MLP, when used: P-tuning v2's default prefix_hidden_size (PEFT has none).
-    encoder_hidden_size: int = 512
-    # Modules trained in full next to the prefix; null = the classification head (and the
-    # pooler of BERT-family models), see methods/_common.py.
-    modules_to_save: list[str] | None = None
+    learning_rate: float = setting(
+        1e-2,
+        help=(
+            "PEFT's sequence-classification example (examples/sequence_classification/ "
+            "prefix_tuning.ipynb, roberta-large on MRPC): 20 virtual tokens, no projection, lr "
+            "1e-2."
+        ),
+    )
+    num_virtual_tokens: int = setting(20)
+    prefix_projection: bool = setting(
+        False,
+        help=(
+            "Reparametrise the prefix through an MLP while training (Li & Liang 2021, sec. 4.3); "
+            "off in PEFT's example and by default."
+        ),
+    )
+    encoder_hidden_size: int = setting(
+        512,
+        help=(
+            "Width of that MLP, when used: P-tuning v2's default prefix_hidden_size (PEFT has "
+            "none)."
+        ),
+    )
+    modules_to_save: list[str] | None = setting(
+        None,
+        help=(
+            "Modules trained in full next to the prefix; null = the classification head (and the "
+            "pooler of BERT-family models), see methods/_common.py."
+        ),
+    )
 
     def validate(self) -> None:
         if self.num_virtual_tokens <= 0 or self.encoder_hidden_size <= 0:
