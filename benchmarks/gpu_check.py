@@ -103,11 +103,9 @@ def check_method(entry: Any, base_dir: Path, args: argparse.Namespace, ctx: dict
     device, precision, training = ctx["device"], ctx["precision"], ctx["training"]
     method = get_method(entry.method)
     params = entry.params
-    quantize = params if method.uses_4bit_base(params) else None
-    compute_dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     torch.manual_seed(0)
     model = load_model(
-        ModelConfig(name=str(base_dir)), 2, device, quantize, compute_dtype, "sdpa", "auto"
+        ModelConfig(name=str(base_dir)), 2, device, method.quantization(params), "sdpa", "auto"
     )
     model = method.apply(model, params, MethodContext(total_steps=args.steps))
     optimizer = torch.optim.AdamW(

@@ -98,9 +98,7 @@ def main() -> int:
         )
     set_seed(0)
     method = get_method(entry.method)
-    model = load_model(
-        config.model, data.num_labels, device, None, torch.float32, training.attention
-    )
+    model = load_model(config.model, data.num_labels, device, None, training.attention)
     model = method.apply(model, entry.params, MethodContext(total_steps=steps))
     optimizer = torch.optim.AdamW(
         method.optimizer_groups(model, entry.params), lr=entry.params.learning_rate

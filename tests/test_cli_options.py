@@ -59,6 +59,24 @@ def test_methods_json_lists_every_setting_with_default_and_why(
     assert methods["qlora"]["quantized_base"] is True
 
 
+def test_method_help_is_the_fields_own_and_every_rate_says_why() -> None:
+    """A method setting's help lives beside it, `setting(default, help=...)`, and is exactly what
+    `peftbench methods` shows; every method says where its learning rate comes from."""
+    from dataclasses import fields
+
+    from peftbench.field_help import describe_methods
+    from peftbench.methods import get_method
+    from peftbench.structured import HELP
+
+    for described in describe_methods():
+        params_fields = {f.name: f for f in fields(get_method(described["name"]).params_class)}
+        for entry in described["settings"]:
+            assert HELP in params_fields[entry["name"]].metadata, (described["name"], entry)
+            assert entry["help"] == params_fields[entry["name"]].metadata[HELP]
+        rate = next(e for e in described["settings"] if e["name"] == "learning_rate")
+        assert len(rate["help"]) > 20, described["name"]
+
+
 @pytest.mark.parametrize(
     ("section", "theirs", "hint"),
     [

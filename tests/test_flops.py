@@ -167,7 +167,9 @@ def test_4bit_base_counts_unpacked_weights(tiny_roberta: Path) -> None:
     method = get_method("qlora")
     params = method.params_class()
     try:
-        base = load_model(ModelConfig(name=str(tiny_roberta)), 2, torch.device("cpu"), params)
+        base = load_model(
+            ModelConfig(name=str(tiny_roberta)), 2, torch.device("cpu"), method.quantization(params)
+        )
     except Exception as exc:  # noqa: BLE001 - bitsandbytes without a CPU backend here
         pytest.skip(f"bitsandbytes 4-bit does not load on this CPU: {exc}")
     model = method.apply(base, params, MethodContext(total_steps=1))

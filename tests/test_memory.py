@@ -58,12 +58,11 @@ def _model(model_dir: Path, name: str) -> tuple[Any, Any, torch.nn.Module]:
     method = get_method(name)
     params = method.params_class()
     set_seed(0)
-    quantize = params if method.uses_4bit_base(params) else None
     base = load_model(
         ModelConfig(name=str(model_dir)),
         2,
         CPU,
-        quantize,
+        method.quantization(params),
         attention_dropout=TRAINING.attention_dropout,
     )
     return method, params, method.apply(base, params, MethodContext(total_steps=3))

@@ -211,8 +211,7 @@ def _setup(
         tmp_path / "cache",
     )
     set_seed(0)
-    quantize = params if method.uses_4bit_base(params) else None
-    base = load_model(model_config, 2, CPU, quantize)
+    base = load_model(model_config, 2, CPU, method.quantization(params))
     model = method.apply(base, params, MethodContext(total_steps=EPOCHS * 8))
     return method, params, model_config, model, data
 
@@ -254,8 +253,7 @@ def _train_save_reload(
     save_trained_model(model, saved, base_reloadable=model_config.init == "pretrained")
     if method.name in ("bitfit", "head_only"):  # a frozen plain base: only what it trained
         assert [p.name for p in saved.iterdir()] == [TRAINED_TENSORS_FILE]
-    quantize = params if method.uses_4bit_base(params) else None
-    reloaded = load_trained(model_config, 2, saved, CPU, quantize)
+    reloaded = load_trained(model_config, 2, saved, CPU, method, params)
     batch = collate(data.test, list(range(8)), data.pad_token_id, None)
     batch.pop("labels")
     model.eval()

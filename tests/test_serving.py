@@ -32,8 +32,7 @@ def _serve(model_dir: Path, name: str, data: PreparedData) -> dict:
                 parameter.add_(0.05 * torch.randn_like(parameter))
     return serving_cost(
         model,
-        name,
-        method.uses_4bit_base(params),
+        method.merge_blocker(params),
         data.test,
         data.pad_token_id,
         8,

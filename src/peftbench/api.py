@@ -18,10 +18,7 @@ found them (a notebook's kernel keeps its own).
 from __future__ import annotations
 
 import copy
-import signal
-import threading
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -83,8 +80,7 @@ def run(config: ExperimentConfig, *, force: bool = False) -> ExperimentOutcome:
 
     if not is_configured():
         configure()
-    with _signal_handlers_kept():
-        return run_experiment(config, force=force)
+    return run_experiment(config, force=force)  # which puts back the signal handlers it changes
 
 
 def report(
@@ -119,18 +115,3 @@ def plan(config: ExperimentConfig) -> Plan:
 
     rows = count_method_parameters(config)
     return Plan(rows, estimate_resources(config, rows), describe_plan(config))
-
-
-@contextmanager
-def _signal_handlers_kept() -> Iterator[None]:
-    """Put back SIGINT/SIGTERM handlers that the runner changes while it works."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, handler in saved.items():
-            if handler is not None:
-                signal.signal(sig, handler)

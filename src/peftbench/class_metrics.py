@@ -1,8 +1,24 @@
-"""Per-class precision / recall / F1 and the confusion matrix of a run's test predictions."""
+"""Metrics of a run's predictions: accuracy and macro scores of an evaluation, and per-class
+precision / recall / F1 and the confusion matrix of the test predictions."""
 
 from __future__ import annotations
 
 from typing import Any
+
+
+def classification_metrics(labels: list[int], predictions: list[int]) -> dict[str, float]:
+    """Accuracy, and macro-averaged F1, precision and recall (fractions)."""
+    from sklearn.metrics import accuracy_score, precision_recall_fscore_support
+
+    precision, recall, f1, _ = precision_recall_fscore_support(
+        labels, predictions, average="macro", zero_division=0
+    )
+    return {
+        "accuracy": float(accuracy_score(labels, predictions)),
+        "macro_f1": float(f1),
+        "precision": float(precision),
+        "recall": float(recall),
+    }
 
 
 def class_metrics(label_names: list[str], gold: list[int], predicted: list[int]) -> dict[str, Any]:

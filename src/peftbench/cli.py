@@ -7,6 +7,7 @@ import json
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 from peftbench.errors import PeftbenchError
 
@@ -123,7 +124,33 @@ def cmd_report(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from peftbench import __version__
 
-    # -q / -v work before or after the command (`peftbench -q run ...`, `peftbench run -q ...`).
+    verbosity = _verbosity_options()
+    parser = argparse.ArgumentParser(
+        prog="peftbench",
+        description="Compare fine-tuning methods side by side under identical conditions.",
+        parents=[verbosity],
+    )
+    parser.add_argument("--version", action="version", version=f"peftbench {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+    _add_run_and_plan(commands, verbosity)
+    methods = commands.add_parser(
+        "methods", help="list the registered methods and their settings", parents=[verbosity]
+    )
+    methods.add_argument("--json", action="store_true", help="as JSON, with each setting's help")
+    methods.add_argument(
+        "--help-text", action="store_true", help="with what each setting means and why its default"
+    )
+    methods.set_defaults(handler=cmd_methods)
+    schema = commands.add_parser(
+        "schema", help="print the JSON Schema of run records (record.json)", parents=[verbosity]
+    )
+    schema.set_defaults(handler=cmd_schema)
+    _add_report(commands, verbosity)
+    return parser
+
+
+def _verbosity_options() -> argparse.ArgumentParser:
+    """-q / -v, which work before or after the command (`peftbench -q run ...`, `run -q`)."""
     verbosity = argparse.ArgumentParser(add_help=False)
     verbosity.add_argument(
         "-q",
@@ -143,13 +170,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=argparse.SUPPRESS,
         help="print debug detail as well",
     )
-    parser = argparse.ArgumentParser(
-        prog="peftbench",
-        description="Compare fine-tuning methods side by side under identical conditions.",
-        parents=[verbosity],
-    )
-    parser.add_argument("--version", action="version", version=f"peftbench {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True)
+    return verbosity
+
+
+def _add_run_and_plan(commands: Any, verbosity: argparse.ArgumentParser) -> None:
+    """The two commands that read an experiment config."""
 
     def with_config(name: str, help_text: str) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help_text, parents=[verbosity])
@@ -180,18 +205,9 @@ def build_parser() -> argparse.ArgumentParser:
         "step takes seconds to a minute per method)",
     )
     plan.set_defaults(handler=cmd_plan)
-    methods = commands.add_parser(
-        "methods", help="list the registered methods and their settings", parents=[verbosity]
-    )
-    methods.add_argument("--json", action="store_true", help="as JSON, with each setting's help")
-    methods.add_argument(
-        "--help-text", action="store_true", help="with what each setting means and why its default"
-    )
-    methods.set_defaults(handler=cmd_methods)
-    schema = commands.add_parser(
-        "schema", help="print the JSON Schema of run records (record.json)", parents=[verbosity]
-    )
-    schema.set_defaults(handler=cmd_schema)
+
+
+def _add_report(commands: Any, verbosity: argparse.ArgumentParser) -> None:
     report = commands.add_parser(
         "report", help="tables, plots and recommendations from runs", parents=[verbosity]
     )
@@ -214,7 +230,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="family-wise level of the Holm-corrected pairwise tests (default 0.05)",
     )
     report.set_defaults(handler=cmd_report)
-    return parser
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:

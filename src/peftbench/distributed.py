@@ -99,7 +99,7 @@ def evaluate(
         loss += loss_sum
         for index, value in zip(indices, values, strict=True):
             ordered[index] = value
-    from peftbench.loop import classification_metrics
+    from peftbench.class_metrics import classification_metrics
 
     metrics = classification_metrics(split.labels, ordered)
     metrics["loss"] = loss / len(split)

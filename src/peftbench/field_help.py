@@ -1,9 +1,10 @@
-"""Help text for each field of a dataclass or TypedDict, read from the comments in its source.
+"""Help text for each field of a dataclass or TypedDict, from where the field is declared.
 
-The comments next to a field are where this code base says what a setting means and why its
-default was chosen; `peftbench methods` and the record schema show them rather than keeping a
-second copy that could drift. A field's help is the comment block just above it, a comment at
-the end of its line, and the indented "#   ..." lines right below it.
+A method's settings carry their help beside them, `name: T = setting(default, help="...")`
+(peftbench.structured): what the setting means and why its default was chosen. Elsewhere (the
+config sections, the record's TypedDicts shown by the schema) the help is read from the comments
+next to the field: the comment block just above it, a comment at the end of its line, and the
+indented "#   ..." lines right below it. Either way there is no second copy that could drift.
 """
 
 from __future__ import annotations
@@ -14,12 +15,24 @@ import re
 import typing
 from typing import Any
 
+from peftbench.structured import HELP
+
 _FIELD = re.compile(r"^\s+(\w+)\s*:\s*[^#]*?(?:#\s?(.*))?$")
 _COMMENT = re.compile(r"^\s*#\s?(.*)$")
 
 
 def field_help(cls: type) -> dict[str, str]:
-    """{field name: help text} for the fields declared in `cls` and its bases ('' if none)."""
+    """{field name: help text} for the fields declared in `cls` and its bases ('' if none):
+    a dataclass field's `setting(..., help=...)` where it has one, else its source comments."""
+    helps = _comment_help(cls)
+    if dataclasses.is_dataclass(cls):
+        for field in dataclasses.fields(cls):
+            if HELP in field.metadata:
+                helps[field.name] = field.metadata[HELP]
+    return helps
+
+
+def _comment_help(cls: type) -> dict[str, str]:
     helps: dict[str, str] = {}
     for klass in reversed(cls.__mro__):
         if klass is object or klass.__module__ in ("builtins", "typing"):

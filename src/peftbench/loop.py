@@ -11,20 +11,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from sklearn.metrics import accuracy_score, precision_recall_fscore_support
 from torch import nn
 
 from peftbench import distributed, tracking
+from peftbench.class_metrics import classification_metrics
 from peftbench.config import TrainingConfig
 from peftbench.data import PreparedData, TokenizedSplit, batch_order, collate
 from peftbench.flops import ModelShape, PeakFlops
 from peftbench.measure import NvmlPeak
 from peftbench.methods import Method
+from peftbench.models import DTYPES
 from peftbench.progress import progress_bar
 from peftbench.results import RunProgress
 from peftbench.run_spec import RunSpec
-
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class NonFiniteLoss(RuntimeError):
@@ -64,18 +63,6 @@ class RunState:
     @property
     def training(self) -> TrainingConfig:
         return self.spec.training
-
-
-def classification_metrics(labels: list[int], predictions: list[int]) -> dict[str, float]:
-    precision, recall, f1, _ = precision_recall_fscore_support(
-        labels, predictions, average="macro", zero_division=0
-    )
-    return {
-        "accuracy": float(accuracy_score(labels, predictions)),
-        "macro_f1": float(f1),
-        "precision": float(precision),
-        "recall": float(recall),
-    }
 
 
 def synchronize(device: torch.device) -> None:

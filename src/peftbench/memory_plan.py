@@ -25,14 +25,13 @@ from torch._subclasses.fake_tensor import DataDependentOutputException, FakeTens
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from peftbench.memory import COMPONENTS, MIB, TensorMemoryTracker
-from peftbench.methods import Method, MethodContext
+from peftbench.methods import FourBitBase, Method, MethodContext
 from peftbench.models import (
-    _quantization_config,
+    DTYPES,
     build_random_model,
+    quantization_config,
     set_attention_dropout,
 )
-
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass(frozen=True)
@@ -50,14 +49,15 @@ def _fake_model(
     params: Any,
     context: MethodContext,
     fake_mode: FakeTensorMode,
-    compute_dtype: torch.dtype,
+    device_type: str,
     attention: str,
 ) -> nn.Module:
     """The run's model with fake tensors in place of every parameter and buffer."""
+    quantization = method.quantization(params)
     with torch.device("meta"):
         model = build_random_model(architecture, attention)
-        if method.uses_4bit_base(params):
-            _replace_linear_with_4bit(model, params, compute_dtype)
+        if quantization is not None:
+            _replace_linear_with_4bit(model, quantization, device_type)
     try:
         with torch.device("meta"):
             model = method.apply(model, params, context)
@@ -68,22 +68,22 @@ def _fake_model(
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
             model = build_random_model(architecture, attention)
-            if method.uses_4bit_base(params):
-                _replace_linear_with_4bit(model, params, compute_dtype)
+            if quantization is not None:
+                _replace_linear_with_4bit(model, quantization, device_type)
             model = method.apply(model, params, context)
     with fake_mode:
         _fakeify(model)
     return model
 
 
-def _replace_linear_with_4bit(model: nn.Module, params: Any, compute_dtype: torch.dtype) -> None:
+def _replace_linear_with_4bit(
+    model: nn.Module, quantization: FourBitBase, device_type: str
+) -> None:
     from transformers.integrations.bitsandbytes import replace_with_bnb_linear
 
-    quantization = _quantization_config(params, compute_dtype)
+    config = quantization_config(quantization, device_type)
     replace_with_bnb_linear(
-        model,
-        modules_to_not_convert=quantization.llm_int8_skip_modules,
-        quantization_config=quantization,
+        model, modules_to_not_convert=config.llm_int8_skip_modules, quantization_config=config
     )
     # The same marks from_pretrained leaves on a quantised model, which PEFT checks.
     model.is_loaded_in_4bit = True
@@ -170,15 +170,11 @@ def simulate_peaks(
     `precision` is the computing dtype (fp32/bf16/fp16, as the run picks it); `device_type`
     the target ("cuda" computes 4-bit layers in bf16 and uses fused AdamW, as runs there do)."""
     architecture = _for_target(architecture, training, device_type)
-    compute = getattr(params, "compute_dtype", "auto")
-    compute_dtype = DTYPES[compute] if compute != "auto" else DTYPES["fp32"]
-    if compute == "auto" and device_type == "cuda":
-        compute_dtype = torch.bfloat16
     steps = max(2, training.epochs)
     context = MethodContext(total_steps=steps)
     fake_mode = FakeTensorMode(allow_non_fake_inputs=True)
     model = _fake_model(
-        architecture, method, params, context, fake_mode, compute_dtype, training.attention
+        architecture, method, params, context, fake_mode, device_type, training.attention
     )
     if training.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})

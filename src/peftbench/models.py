@@ -20,18 +20,13 @@ from transformers import (
 
 from peftbench.config import ModelConfig
 from peftbench.errors import PeftbenchError
+from peftbench.methods import FourBitBase, Method
+
+# The dtype names of configs and records, as torch dtypes.
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 ARCHITECTURES_DIR = Path(__file__).parent / "architectures"
 PACKAGE_PREFIX = "package:"
-
-
-def shipped_architectures() -> list[str]:
-    """Names of the architecture configs that ship with peftbench (usable offline): Hub ids,
-    stored as <owner>/<name>.json."""
-    return sorted(
-        p.relative_to(ARCHITECTURES_DIR).with_suffix("").as_posix()
-        for p in ARCHITECTURES_DIR.rglob("*.json")
-    )
 
 
 def resolve_name(name: str) -> str:
@@ -149,26 +144,23 @@ def check_4bit_available() -> None:
     """Fail clearly where 4-bit weights cannot be used; never fall back to full precision."""
     if importlib.util.find_spec("bitsandbytes") is None:
         raise PeftbenchError(
-            "method qlora needs 4-bit weights from bitsandbytes, which is not installed; "
-            "fix: pip install bitsandbytes (CUDA or x86-64 CPU), or drop qlora from methods"
+            "a 4-bit base needs bitsandbytes, which is not installed; fix: pip install "
+            "bitsandbytes (CUDA or x86-64 CPU), or drop the methods that load 4-bit weights"
         )
 
 
-def _quantization_config(params: Any, compute_dtype: torch.dtype) -> Any:
+def quantization_config(quantization: FourBitBase, device_type: str) -> Any:
+    """Transformers' BitsAndBytesConfig for `quantization` on a `device_type` device."""
     from transformers import BitsAndBytesConfig
-
-    from peftbench.methods.targets import every_head_name
 
     return BitsAndBytesConfig(
         load_in_4bit=True,
-        bnb_4bit_quant_type=params.quant_type,
-        bnb_4bit_use_double_quant=params.double_quant,
-        bnb_4bit_compute_dtype=compute_dtype,
+        bnb_4bit_quant_type=quantization.quant_type,
+        bnb_4bit_use_double_quant=quantization.double_quant,
+        bnb_4bit_compute_dtype=DTYPES[quantization.compute_dtype_on(device_type)],
         # The head is trained in full and PEFT copies it: quantising it breaks that copy.
         # Patterns match from the start of a module's full name ("bert.pooler.dense").
-        llm_int8_skip_modules=[
-            rf"(?:.*\.)?{name}" for name in params.modules_to_save or every_head_name()
-        ],
+        llm_int8_skip_modules=[rf"(?:.*\.)?{name}" for name in quantization.keep_full],
     )
 
 
@@ -219,15 +211,15 @@ def load_model(
     model: ModelConfig,
     num_labels: int,
     device: torch.device,
-    quantize: Any = None,
-    compute_dtype: torch.dtype = torch.float32,
+    quantization: FourBitBase | None = None,
     attention: str = "sdpa",
     attention_dropout: str | float = "model",
 ) -> nn.Module:
-    """The base classification model on `device`; `quantize` (QLoRA params) loads it in 4-bit."""
+    """The base classification model on `device`; in 4-bit as `quantization` says, if given
+    (see Method.quantization)."""
     config = load_architecture(model, num_labels)
     set_attention_dropout(config, attention_dropout, device, attention)
-    if quantize is None:
+    if quantization is None:
         if model.init == "random":
             return build_random_model(config, attention).to(device)
         try:
@@ -244,7 +236,6 @@ def load_model(
         return loaded.to(device)
 
     check_4bit_available()
-    quantization = _quantization_config(quantize, compute_dtype)
     with tempfile.TemporaryDirectory(prefix="peftbench-random-") as scratch:
         source = resolve_name(model.name)
         if model.init == "random":
@@ -255,7 +246,7 @@ def load_model(
             source,
             config=config,
             attn_implementation=attention_implementation(attention),
-            quantization_config=quantization,
+            quantization_config=quantization_config(quantization, device.type),
             device_map={"": device},
             revision=None if model.init == "random" else model.revision,
             ignore_mismatched_sizes=True,
@@ -310,15 +301,16 @@ def load_trained(
     num_labels: int,
     saved_dir: Path,
     device: torch.device,
-    quantize: Any = None,
-    compute_dtype: torch.dtype = torch.float32,
+    method: Method,
+    params: Any,
 ) -> nn.Module:
-    """Load what a run saved: a whole model, base + PEFT adapter, or base + trained tensors."""
+    """Load what a run of `method` with `params` saved: a whole model, base + PEFT adapter, or
+    base + trained tensors."""
     saved_dir = Path(saved_dir)
     if (saved_dir / TRAINED_TENSORS_FILE).exists():
         from safetensors.torch import load_file
 
-        base = load_model(model, num_labels, device, quantize, compute_dtype)
+        base = load_model(model, num_labels, device, method.quantization(params))
         tensors = load_file(str(saved_dir / TRAINED_TENSORS_FILE), device=str(device))
         unexpected = base.load_state_dict(tensors, strict=False).unexpected_keys
         if unexpected:
@@ -331,7 +323,7 @@ def load_trained(
         return AutoModelForSequenceClassification.from_pretrained(saved_dir).to(device)
     from peft import PeftModel
 
-    from peftbench.methods._common import prepare_base_for_adapter
-
-    base = load_model(model, num_labels, device, quantize, compute_dtype)
-    return PeftModel.from_pretrained(prepare_base_for_adapter(base, saved_dir), saved_dir)
+    base = load_model(model, num_labels, device, method.quantization(params))
+    if method.prepare_base is not None:
+        method.prepare_base(base)
+    return PeftModel.from_pretrained(base, saved_dir)

@@ -87,7 +87,8 @@ def estimate_resources(config: ExperimentConfig, rows: list[dict]) -> dict[str, 
             continue  # cannot be built: its run will fail at once and record why
         trained = row["trainable_params"]
         # Full fine-tuning saves the model; the others save adapter + head.
-        model_file = (row["total_params"] if row["method"] == "full" else trained) * BYTES_FP32
+        whole = get_method(row["method"]).saves_whole_model
+        model_file = (row["total_params"] if whole else trained) * BYTES_FP32
         if config.training.keep_model:
             saved += model_file * len(config.seeds)
         checkpoint = max(checkpoint, trained * (BYTES_FP32 + ADAM_STATE_BYTES) + model_file)

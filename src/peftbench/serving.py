@@ -24,17 +24,15 @@ from peftbench.loop import synchronize
 from peftbench.memory import TensorMemoryTracker
 
 SERVING_EXAMPLES = 32
-PROMPT_METHODS = {"prompt_tuning", "ptuning", "prefix_tuning"}
 
 
-def why_not_mergeable(model: nn.Module, method: str, four_bit: bool) -> str | None:
-    """None when `merge_and_unload` applies; else the reason, for the record."""
-    if method in PROMPT_METHODS:
-        return "prompt method: its virtual tokens are inputs, there is no weight delta to merge"
+def why_not_mergeable(model: nn.Module, blocker: str | None) -> str | None:
+    """None when `merge_and_unload` applies; else the reason, for the record. `blocker`: the
+    method's reason for this run (Method.merge_blocker), if it has one."""
+    if blocker is not None:
+        return blocker
     if not hasattr(model, "merge_and_unload"):
         return "nothing to merge: the method trains the model's own tensors"
-    if four_bit:
-        return "4-bit base: merging would re-quantise the weights and change them"
     return None
 
 
@@ -90,8 +88,7 @@ def _inputs(
 
 def serving_cost(
     model: nn.Module,
-    method: str,
-    four_bit: bool,
+    merge_blocker: str | None,
     split: TokenizedSplit,
     pad_token_id: int,
     batch_size: int,
@@ -105,7 +102,7 @@ def serving_cost(
         model, split, pad_token_id, batch_size, device, autocast, examples
     )
     result: dict[str, Any] = {"examples": len(predicted), "unmerged": unmerged, "merged": None}
-    reason = why_not_mergeable(model, method, four_bit)
+    reason = why_not_mergeable(model, merge_blocker)
     result["not_merged_because"] = reason
     if reason is None:
         try:

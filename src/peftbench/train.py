@@ -14,7 +14,6 @@ from __future__ import annotations
 import math
 import random
 import shutil
-import signal
 import time
 import traceback
 from pathlib import Path
@@ -31,6 +30,7 @@ from peftbench.class_metrics import class_metrics
 from peftbench.config import ModelConfig
 from peftbench.data import load_prepared, original_label_values
 from peftbench.flops import flops_summary, model_shape, peak_flops
+from peftbench.interrupts import InterruptGuard, sigterm_as_interrupt
 from peftbench.logs import LOG
 from peftbench.logs import configure as configure_logging
 from peftbench.loop import DTYPES, RunState, _autocast, evaluate, synchronize, train_epoch
@@ -158,17 +158,11 @@ def _build_model(
 ) -> tuple[nn.Module, float | None]:
     """The base model with the method applied, and the attention dropout it trains with."""
     training = spec.training
-    quantize = spec.params if method.uses_4bit_base(spec.params) else None
-    compute = getattr(spec.params, "compute_dtype", "auto")
-    compute_dtype = DTYPES["bf16" if device.type == "cuda" else "fp32"]
-    if compute != "auto":
-        compute_dtype = DTYPES[compute]
     model = load_model(
         spec.model,
         num_labels,
         device,
-        quantize,
-        compute_dtype,
+        method.quantization(spec.params),
         training.attention,
         training.attention_dropout,
     )
@@ -303,8 +297,7 @@ def finish(state: RunState) -> RunRecord:
         "memory": memory,
         "serving": serving_cost(
             state.model,
-            spec.method,
-            state.method.uses_4bit_base(spec.params),
+            state.method.merge_blocker(spec.params),
             data.test,
             data.pad_token_id,
             spec.training.eval_batch_size,
@@ -331,10 +324,6 @@ def execute_run(spec: RunSpec, progress: RunProgress | None = None) -> RunRecord
 # --- the run's own process ---------------------------------------------------------------
 
 
-def _raise_interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
-
-
 def run_worker(spec: RunSpec) -> None:
     """Entry point of a run's own process: the run, logged to the trackers it asks for."""
     configure_logging()
@@ -348,16 +337,18 @@ def run_worker(spec: RunSpec) -> None:
 def _run_and_record(spec: RunSpec) -> None:
     """Do the run; always leave a record behind, whatever happens."""
     # SIGTERM (a job scheduler, `kill`, the runner stopping us) ends the run like Ctrl-C.
-    signal.signal(signal.SIGTERM, _raise_interrupt)
+    with sigterm_as_interrupt() as interrupts:
+        _record_outcome(spec, interrupts)
+
+
+def _record_outcome(spec: RunSpec, interrupts: InterruptGuard) -> None:
     quiet_libraries()
     record_path = record_file(spec.run_dir)
     progress = RunProgress(started_at=now_iso())
     try:
         record = execute_run(spec, progress)
     except KeyboardInterrupt:
-        # A second signal (the runner passing SIGTERM on after Ctrl-C) must not cut the write.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        interrupts.ignore()  # a second signal must not cut the write
         record = failure_record(
             spec,
             "canceled",

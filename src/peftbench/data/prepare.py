@@ -164,6 +164,29 @@ def prepare_data(
         except Exception:  # a corrupt cache is rebuilt, never trusted
             cache_file.unlink(missing_ok=True)
 
+    splits, declared, notes, warnings = _checked_splits(data)
+    label_ids, names, mapping = _map_labels(splits, declared, data)
+    tokenized, balance = _tokenize_subsets(
+        splits, label_ids, names, data, tokenizer, max_length, warnings
+    )
+    prepared = PreparedData(
+        tokenized["train"],
+        tokenized["test"],
+        int(tokenizer.pad_token_id or 0),
+        names,
+        _data_info(data, names, mapping, tokenized, balance, max_length, notes, warnings),
+        tokenized.get("validation"),
+    )
+    save_prepared(prepared, cache_file)
+    return prepared, cache_file
+
+
+def _checked_splits(
+    data: DataConfig,
+) -> tuple[dict[str, RawSplit], list[str] | None, list[str], list[str]]:
+    """The source's splits with invalid rows handled, a test split carved off the training data
+    where the source has none, and duplicates dropped if asked: (splits, declared label names,
+    notes on how the splits were made, warnings)."""
     splits, declared, notes = _read_all(data)
     warnings: list[str] = []
     for name in list(splits):
@@ -176,11 +199,23 @@ def prepare_data(
     if data.drop_duplicates:
         splits["train"], splits["test"], dropped = drop_duplicates(splits["train"], splits["test"])
         warnings += dropped
-    label_ids, names, mapping = _map_labels(splits, declared, data)
+    return splits, declared, notes, warnings
 
+
+def _tokenize_subsets(
+    splits: dict[str, RawSplit],
+    label_ids: dict[str, list[int]],
+    names: list[str],
+    data: DataConfig,
+    tokenizer: Any,
+    max_length: int,
+    warnings: list[str],
+) -> tuple[dict[str, TokenizedSplit], dict[str, dict[str, int]]]:
+    """Each split's subset, tokenised, and its class balance; adds to `warnings` what is odd
+    (a class missing from a subset, test texts that are also train texts)."""
     tokenized: dict[str, TokenizedSplit] = {}
     balance: dict[str, dict[str, int]] = {}
-    subsets: dict[str, RawSplit] = {}
+    texts: dict[str, list[str]] = {}
     sizes = {"train": data.train_size, "test": data.test_size, "validation": None}
     for name, raw in splits.items():
         subset, labels = _subset(name, raw, label_ids[name], sizes[name], data)
@@ -195,13 +230,26 @@ def prepare_data(
             warnings.append(f"{name}: no examples of class(es) {', '.join(missing)}")
         ids, types = _tokenize(tokenizer, subset, max_length, name)
         tokenized[name] = TokenizedSplit(ids, labels, list(range(len(labels))), types)
-        subsets[name] = subset
-    overlap = len(set(subsets["train"].texts) & set(subsets["test"].texts))
+        texts[name] = subset.texts
+    overlap = len(set(texts["train"]) & set(texts["test"]))
     if overlap and data.text_pair_column is None:
         warnings.append(f"subsets: {overlap} test texts also appear in the train subset")
+    return tokenized, balance
 
+
+def _data_info(
+    data: DataConfig,
+    names: list[str],
+    mapping: dict[str, Any],
+    tokenized: dict[str, TokenizedSplit],
+    balance: dict[str, dict[str, int]],
+    max_length: int,
+    notes: list[str],
+    warnings: list[str],
+) -> dict[str, Any]:
+    """The record's description of the data: source, columns, labels, sizes, tokens, notes."""
     train = tokenized["train"]
-    info = {
+    return {
         "source": describe_source(data),
         "text_columns": text_columns(data),
         "text_pair_column": data.text_pair_column,
@@ -217,16 +265,6 @@ def prepare_data(
         "splits": notes,
         "warnings": warnings,
     }
-    prepared = PreparedData(
-        train,
-        tokenized["test"],
-        int(tokenizer.pad_token_id or 0),
-        names,
-        info,
-        tokenized.get("validation"),
-    )
-    save_prepared(prepared, cache_file)
-    return prepared, cache_file
 
 
 def carve_validation(prepared: PreparedData, size: float, seed: int) -> PreparedData:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from peftbench.data import prepare_data
 from peftbench.errors import PeftbenchError
 from peftbench.execution.local import LocalBackend
 from peftbench.execution.schedule import Backend, Scheduler
+from peftbench.interrupts import sigterm_as_interrupt
 from peftbench.logs import LOG
 from peftbench.models import load_tokenizer
 from peftbench.preflight import check_machine
@@ -120,27 +120,22 @@ def check_resources(config: ExperimentConfig) -> None:
         )
 
 
-def _interrupt_on_sigterm() -> None:
-    def handler(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, handler)
-
-
 def run_experiment(config: ExperimentConfig, force: bool = False) -> ExperimentOutcome:
     """Prepare the data once, then do every run that is not already finished."""
     check_machine(config)  # device, precision, trackers, 4-bit: before Ray or any file
-    # Ray is reached (and its resources checked) before anything is written.
-    backend = connect_backend(config)
-    # After connecting: ray.init installs its own SIGTERM handler (a plain exit), which would
-    # skip recording the running runs as canceled.
-    _interrupt_on_sigterm()
-    try:
-        return _run_with(backend, config, force)
-    finally:
-        close = getattr(backend, "close", None)
-        if close is not None:
-            close()
+    # SIGTERM stops the experiment like Ctrl-C; the caller's handlers are back afterwards.
+    with sigterm_as_interrupt() as interrupts:
+        # Ray is reached (and its resources checked) before anything is written.
+        backend = connect_backend(config)
+        # ray.init installs its own SIGTERM handler (a plain exit), which would skip recording
+        # the running runs as canceled.
+        interrupts.renew()
+        try:
+            return _run_with(backend, config, force)
+        finally:
+            close = getattr(backend, "close", None)
+            if close is not None:
+                close()
 
 
 def connect_backend(config: ExperimentConfig) -> Backend:

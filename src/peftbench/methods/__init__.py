@@ -9,11 +9,12 @@ import importlib
 import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
-
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from peftbench.errors import PeftbenchError
+
+if TYPE_CHECKING:  # torch and PEFT load when a method is applied, not when the registry is read
+    from torch import nn
 
 
 @dataclass(frozen=True)
@@ -21,6 +22,26 @@ class MethodContext:
     """What a method may need to know about the run it is applied in."""
 
     total_steps: int  # optimiser steps the run will take (AdaLoRA's rank schedule needs it)
+
+
+@dataclass(frozen=True)
+class FourBitBase:
+    """How a run's frozen base weights are loaded in 4-bit (bitsandbytes), as its method asks.
+
+    Built by `Method.quantization` from the method's settings; read by peftbench.models (real
+    loading) and peftbench.memory_plan (the fake model of the memory prediction)."""
+
+    quant_type: str  # "nf4" or "fp4"
+    double_quant: bool
+    compute_dtype: str  # "auto", "fp32", "bf16" or "fp16"
+    # Module names left unquantised: the head, trained in full and copied by PEFT.
+    keep_full: tuple[str, ...]
+
+    def compute_dtype_on(self, device_type: str) -> str:
+        """The dtype of the de-quantised matmuls: as set, or for "auto" bf16 on CUDA, else fp32."""
+        if self.compute_dtype != "auto":
+            return self.compute_dtype
+        return "bf16" if device_type == "cuda" else "fp32"
 
 
 @dataclass(frozen=True)
@@ -40,11 +61,41 @@ class Method:
     param_groups: Callable[[nn.Module, Any], list[dict]] | None = None
     # Called after every optimiser step with the 1-based step number (AdaLoRA's rank updates).
     after_step: Callable[[nn.Module, int], None] | None = None
+    # Readies a fresh base model before a saved adapter of this method is loaded onto it
+    # (prefix tuning: a forward that accepts past_key_values); None = nothing to do.
+    prepare_base: Callable[[nn.Module], None] | None = None
+    # True when what a run saves is the whole model (full fine-tuning), not adapter + head.
+    saves_whole_model: bool = False
+    # Why the trained adapter cannot be merged into its base whatever the settings (prompt
+    # methods: their virtual tokens are inputs, not weight deltas); None = it can be.
+    not_mergeable: str | None = None
 
     def uses_4bit_base(self, params: Any) -> bool:
         """True when this run's base weights are loaded in 4-bit: always for QLoRA, and for any
         method whose params say `base: 4bit`."""
         return self.quantized_base or getattr(params, "base", "full") == "4bit"
+
+    def quantization(self, params: Any) -> FourBitBase | None:
+        """How to load the base weights for a run with `params`; None = in full precision."""
+        if not self.uses_4bit_base(params):
+            return None
+        from peftbench.methods.targets import every_head_name
+
+        return FourBitBase(
+            quant_type=params.quant_type,
+            double_quant=params.double_quant,
+            compute_dtype=params.compute_dtype,
+            keep_full=tuple(params.modules_to_save or every_head_name()),
+        )
+
+    def merge_blocker(self, params: Any) -> str | None:
+        """Why a run's adapter cannot be merged into its base (PEFT's merge_and_unload), for the
+        record; None when it can, or when the method has no adapter to merge."""
+        if self.not_mergeable is not None:
+            return self.not_mergeable
+        if self.uses_4bit_base(params):
+            return "4-bit base: merging would re-quantise the weights and change them"
+        return None
 
     def optimizer_groups(self, model: nn.Module, params: Any) -> list[dict]:
         """The parameter groups to give the optimiser."""

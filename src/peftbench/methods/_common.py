@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Literal
-
-from torch import nn
+from typing import TYPE_CHECKING, Any, Literal
 
 from peftbench.errors import PeftbenchError
 from peftbench.methods.targets import head_modules, resolve_targets
+from peftbench.structured import setting
+
+if TYPE_CHECKING:
+    from torch import nn
 
 __all__ = ["head_modules", "resolve_targets"]  # re-exported: the methods import them from here
+
+
+# Why prompt tuning, P-tuning and prefix tuning adapters are never merged into the base.
+PROMPT_NOT_MERGEABLE = (
+    "prompt method: its virtual tokens are inputs, there is no weight delta to merge"
+)
 
 
 def check_target_modules(target_modules: list[str] | str | None) -> None:
@@ -51,20 +57,42 @@ def train_head(model: nn.Module, requested: list[str] | None) -> None:
 
 
 @dataclass
-class QuantizedBaseParams:
-    """Settings for running a method on a 4-bit base, read by peftbench.models.load_model.
+class FourBitSettings:
+    """How 4-bit base weights are stored and computed with; turned into the load-time spec by
+    Method.quantization. QLoRA's params have them; so do QuantizedBaseParams'."""
+
+    quant_type: Literal["nf4", "fp4"] = setting(
+        "nf4",
+        help=(
+            "The QLoRA paper's storage type and double quantisation of the scales (Dettmers et al."
+            " 2023)."
+        ),
+    )
+    double_quant: bool = setting(True)
+    compute_dtype: Literal["auto", "fp32", "bf16", "fp16"] = setting(
+        "auto",
+        help='Dtype of the de-quantised matmuls; "auto" = bf16 on CUDA, fp32 on CPU.',
+    )
+
+
+@dataclass
+class _BaseChoice:
+    base: Literal["full", "4bit"] = setting(
+        "full",
+        help=(
+            '"4bit" loads the frozen base weights in 4-bit (as QLoRA does) and trains the method '
+            "on top."
+        ),
+    )
+
+
+@dataclass
+class QuantizedBaseParams(FourBitSettings, _BaseChoice):
+    """Settings for running a method on a 4-bit base (the choice, then how it is stored).
 
     Mixed into the params of each method that PEFT can put on bitsandbytes 4-bit layers, after
     the method's own fields: `class DoraParams(QuantizedBaseParams, LoraParams)`.
     """
-
-    # "4bit" loads the frozen base weights in 4-bit (as QLoRA does) and trains the method on top.
-    base: Literal["full", "4bit"] = "full"
-    # The QLoRA paper's storage type and double quantisation of the scales (Dettmers et al. 2023).
-    quant_type: Literal["nf4", "fp4"] = "nf4"
-    double_quant: bool = True
-    # Dtype of the de-quantised matmuls; "auto" = bf16 on CUDA, fp32 on CPU.
-    compute_dtype: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
 
 
 def position_limit(model: nn.Module) -> int | None:
@@ -79,20 +107,6 @@ def position_limit(model: nn.Module) -> int | None:
     if hasattr(embeddings, "create_position_ids_from_input_ids"):
         positions -= embeddings.padding_idx + 1
     return positions
-
-
-def prepare_base_for_adapter(model: nn.Module, saved_dir: Path) -> nn.Module:
-    """What a fresh base model needs before a saved adapter is loaded onto it.
-
-    Prefix tuning needs a forward that accepts `past_key_values` (see methods/prefix_tuning.py);
-    every other adapter loads onto the plain model.
-    """
-    config = json.loads((Path(saved_dir) / "adapter_config.json").read_text())
-    if config.get("peft_type") == "PREFIX_TUNING":
-        from peftbench.methods.prefix_tuning import accept_past_key_values
-
-        accept_past_key_values(model)
-    return model
 
 
 def lora_variant(model: nn.Module, params: Any, **variant: Any) -> nn.Module:
@@ -138,19 +152,34 @@ def guard_prompt_length(model: nn.Module, virtual_tokens: int, method: str) -> N
 class LycorisParams:
     """What the LyCORIS methods (LoHa, LoKr) share; compared at LoRA's rank and targets."""
 
-    # No published rate for sequence classification; LoRA's (5e-4, Hu et al. 2021, table 9).
-    learning_rate: float = 5e-4
-    # PEFT's LoHaConfig / LoKrConfig defaults (r=8, alpha=8), on LoRA's targets.
-    r: int = 8
-    alpha: int = 8
-    rank_dropout: float = 0.0
-    module_dropout: float = 0.0
-    # null = the architecture's query and value projections (methods/targets.py); a list of
-    # module names; or all-linear.
-    target_modules: list[str] | str | None = None
-    # Modules trained in full next to the adapter; null = the architecture's classification
-    # head (classifier / score, and the pooler of BERT-family models), see methods/targets.py.
-    modules_to_save: list[str] | None = None
+    learning_rate: float = setting(
+        5e-4,
+        help=(
+            "No published rate for sequence classification; LoRA's (5e-4, Hu et al. 2021, table 9)."
+        ),
+    )
+    r: int = setting(
+        8,
+        help="PEFT's LoHaConfig / LoKrConfig defaults (r=8, alpha=8), on LoRA's targets.",
+    )
+    alpha: int = setting(8)
+    rank_dropout: float = setting(0.0)
+    module_dropout: float = setting(0.0)
+    target_modules: list[str] | str | None = setting(
+        None,
+        help=(
+            "null = the architecture's query and value projections (methods/targets.py); a list of"
+            " module names; or all-linear."
+        ),
+    )
+    modules_to_save: list[str] | None = setting(
+        None,
+        help=(
+            "Modules trained in full next to the adapter; null = the architecture's classification"
+            " head (classifier / score, and the pooler of BERT-family models), see "
+            "methods/targets.py."
+        ),
+    )
 
     def validate(self) -> None:
         if self.r <= 0 or self.alpha <= 0:

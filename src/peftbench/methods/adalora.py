@@ -5,9 +5,7 @@ Fine-Tuning")."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-from peft import AdaLoraConfig, TaskType, get_peft_model
-from torch import nn
+from typing import TYPE_CHECKING
 
 from peftbench.methods import Method, MethodContext
 from peftbench.methods._common import (
@@ -16,37 +14,66 @@ from peftbench.methods._common import (
     head_modules,
     resolve_targets,
 )
+from peftbench.structured import setting
+
+if TYPE_CHECKING:  # torch loads when a method is applied
+    from torch import nn
 
 
 @dataclass
 class AdaLoraSettings:
-    # The AdaLoRA authors' SST-2 rate (github.com/QingruZhang/AdaLoRA,
-    # NLU/scripts/run_debertav3_sst2.sh: 8e-4; 5e-4..1.2e-3 across GLUE).
-    learning_rate: float = 8e-4
-    # Start at rank 12 and prune to an average of 8, LoRA's rank: PEFT's AdaLoRA example
-    # (init_r=12, target_r=8, lora_alpha=32, lora_dropout=0.1, beta1=beta2=0.85, deltaT=10).
-    init_r: int = 12
-    target_r: int = 8
-    alpha: int = 32
-    dropout: float = 0.1
-    # null = the architecture's query and value projections (methods/targets.py); a list
-    # of module names; or all-linear (every linear layer outside the head).
-    target_modules: list[str] | str | None = None
-    # The schedule as fractions of the run's optimiser steps: no pruning during the first
-    # tinit_fraction, fixed ranks during the last tfinal_fraction. The authors' GLUE scripts
-    # use 12-17% and 44-52% (SST-2: 6,000 and 22,000 of ~50,500 steps; MRPC: 600 and 1,800 of
-    # ~3,450).
-    tinit_fraction: float = 0.15
-    tfinal_fraction: float = 0.45
-    delta_t: int = 10  # steps between rank reallocations
-    beta1: float = 0.85
-    beta2: float = 0.85
-    # Weight of the orthogonality penalty on P and Q, which the reported training loss
-    # includes: 0.1 in the authors' scripts (PEFT's default is 0.5).
-    orth_reg_weight: float = 0.1
-    # Modules trained in full next to the adapter; null = the classification head (and the
-    # pooler of BERT-family models), see methods/_common.py.
-    modules_to_save: list[str] | None = None
+    learning_rate: float = setting(
+        8e-4,
+        help=(
+            "The AdaLoRA authors' SST-2 rate (github.com/QingruZhang/AdaLoRA, "
+            "NLU/scripts/run_debertav3_sst2.sh: 8e-4; 5e-4..1.2e-3 across GLUE)."
+        ),
+    )
+    init_r: int = setting(
+        12,
+        help=(
+            "Start at rank 12 and prune to an average of 8, LoRA's rank: PEFT's AdaLoRA example "
+            "(init_r=12, target_r=8, lora_alpha=32, lora_dropout=0.1, beta1=beta2=0.85, "
+            "deltaT=10)."
+        ),
+    )
+    target_r: int = setting(8)
+    alpha: int = setting(32)
+    dropout: float = setting(0.1)
+    target_modules: list[str] | str | None = setting(
+        None,
+        help=(
+            "null = the architecture's query and value projections (methods/targets.py); a list of"
+            " module names; or all-linear (every linear layer outside the head)."
+        ),
+    )
+    tinit_fraction: float = setting(
+        0.15,
+        help=(
+            "The schedule as fractions of the run's optimiser steps: no pruning during the first "
+            "tinit_fraction, fixed ranks during the last tfinal_fraction. The authors' GLUE "
+            "scripts use 12-17% and 44-52% (SST-2: 6,000 and 22,000 of ~50,500 steps; MRPC: 600 "
+            "and 1,800 of ~3,450)."
+        ),
+    )
+    tfinal_fraction: float = setting(0.45)
+    delta_t: int = setting(10, help="steps between rank reallocations")
+    beta1: float = setting(0.85)
+    beta2: float = setting(0.85)
+    orth_reg_weight: float = setting(
+        0.1,
+        help=(
+            "Weight of the orthogonality penalty on P and Q, which the reported training loss "
+            "includes: 0.1 in the authors' scripts (PEFT's default is 0.5)."
+        ),
+    )
+    modules_to_save: list[str] | None = setting(
+        None,
+        help=(
+            "Modules trained in full next to the adapter; null = the classification head (and the "
+            "pooler of BERT-family models), see methods/_common.py."
+        ),
+    )
 
     def validate(self) -> None:
         if not 0 < self.target_r <= self.init_r:
@@ -68,6 +95,8 @@ class AdaLoraParams(QuantizedBaseParams, AdaLoraSettings):
 
 
 def apply(model: nn.Module, params: AdaLoraParams, context: MethodContext) -> nn.Module:
+    from peft import AdaLoraConfig, TaskType, get_peft_model
+
     total = max(context.total_steps, 1)
     # validate() keeps the fractions' sum below 1, so some steps are left to reallocate.
     tinit = int(params.tinit_fraction * total)

@@ -4,21 +4,32 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-from torch import nn
+from typing import TYPE_CHECKING
 
 from peftbench.methods import Method, MethodContext
 from peftbench.methods._common import freeze_all, train_head
+from peftbench.structured import setting
+
+if TYPE_CHECKING:  # torch loads when a method is applied
+    from torch import nn
 
 
 @dataclass
 class BitFitParams:
-    # The BitFit paper sweeps 1e-4..1e-3 on BERT GLUE (Ben Zaken et al. 2022); 5e-4 is
-    # inside that range and equal to LoRA's rate.
-    learning_rate: float = 5e-4
-    # Modules trained in full next to the biases; null = the classification head (and the
-    # pooler of BERT-family models), see methods/_common.py.
-    modules_to_save: list[str] | None = None
+    learning_rate: float = setting(
+        5e-4,
+        help=(
+            "The BitFit paper sweeps 1e-4..1e-3 on BERT GLUE (Ben Zaken et al. 2022); 5e-4 is "
+            "inside that range and equal to LoRA's rate."
+        ),
+    )
+    modules_to_save: list[str] | None = setting(
+        None,
+        help=(
+            "Modules trained in full next to the biases; null = the classification head (and the "
+            "pooler of BERT-family models), see methods/_common.py."
+        ),
+    )
 
 
 def apply(model: nn.Module, params: BitFitParams, context: MethodContext) -> nn.Module:

@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-from torch import nn
+from typing import TYPE_CHECKING
 
 from peftbench.methods import Method, MethodContext
+from peftbench.structured import setting
+
+if TYPE_CHECKING:  # torch loads when a method is applied
+    from torch import nn
 
 
 @dataclass
 class FullParams:
-    # 2e-5 is the usual rate for BERT/RoBERTa-base fine-tuning (Liu et al. 2019, RoBERTa,
-    # table 10: 1e-5..3e-5 on GLUE). The reference study states none.
-    learning_rate: float = 2e-5
+    learning_rate: float = setting(
+        2e-5,
+        help=(
+            "2e-5 is the usual rate for BERT/RoBERTa-base fine-tuning (Liu et al. 2019, RoBERTa, "
+            "table 10: 1e-5..3e-5 on GLUE). The reference study states none."
+        ),
+    )
 
 
 def apply(model: nn.Module, params: FullParams, context: MethodContext) -> nn.Module:
@@ -27,4 +34,5 @@ METHOD = Method(
     description="Full fine-tuning: all weights trained.",
     params_class=FullParams,
     apply=apply,
+    saves_whole_model=True,
 )

@@ -4,12 +4,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-from peft import LoHaConfig, TaskType, get_peft_model
-from torch import nn
+from typing import TYPE_CHECKING
 
 from peftbench.methods import Method, MethodContext
 from peftbench.methods._common import LycorisParams, lycoris_options
+
+if TYPE_CHECKING:  # torch loads when a method is applied
+    from torch import nn
 
 
 @dataclass
@@ -20,6 +21,8 @@ class LoHaParams(LycorisParams):
 
 def apply(model: nn.Module, params: LoHaParams, context: MethodContext) -> nn.Module:
     # PEFT's LyCORIS layers wrap plain nn.Linear only, so LoHa has no 4-bit base option.
+    from peft import LoHaConfig, TaskType, get_peft_model
+
     config = LoHaConfig(task_type=TaskType.SEQ_CLS, **lycoris_options(model, params))
     return get_peft_model(model, config)
 

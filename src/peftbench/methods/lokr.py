@@ -4,12 +4,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-from peft import LoKrConfig, TaskType, get_peft_model
-from torch import nn
+from typing import TYPE_CHECKING
 
 from peftbench.methods import Method, MethodContext
 from peftbench.methods._common import LycorisParams, lycoris_options
+from peftbench.structured import setting
+
+if TYPE_CHECKING:  # torch loads when a method is applied
+    from torch import nn
 
 
 @dataclass
@@ -18,11 +20,13 @@ class LoKrParams(LycorisParams):
     PEFT's default) a 768x768 weight becomes kron(24x24 full, 32x32 of rank 8): 1,088 weights,
     1/12 of LoRA's."""
 
-    decompose_factor: int = -1
+    decompose_factor: int = setting(-1)
 
 
 def apply(model: nn.Module, params: LoKrParams, context: MethodContext) -> nn.Module:
     # PEFT's LyCORIS layers wrap plain nn.Linear only, so LoKr has no 4-bit base option.
+    from peft import LoKrConfig, TaskType, get_peft_model
+
     config = LoKrConfig(
         task_type=TaskType.SEQ_CLS,
         decompose_factor=params.decompose_factor,

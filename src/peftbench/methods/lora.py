@@ -3,28 +3,44 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-from torch import nn
+from typing import TYPE_CHECKING
 
 from peftbench.methods import Method, MethodContext
 from peftbench.methods._common import check_target_modules, lora_variant
+from peftbench.structured import setting
+
+if TYPE_CHECKING:  # torch loads when a method is applied
+    from torch import nn
 
 
 @dataclass
 class LoraParams:
-    # Adapters learn best at ~10-100x the full fine-tuning rate; 5e-4 follows the LoRA paper's
-    # RoBERTa-base GLUE settings (Hu et al. 2021, table 9: 4e-4..5e-4). The study states none.
-    learning_rate: float = 5e-4
-    r: int = 8
-    alpha: int = 16
-    dropout: float = 0.1
-    # r=8 on query and value is the LoRA paper's setting and the study's.
-    # null = the architecture's query and value projections (methods/targets.py); a list
-    # of module names; or all-linear (every linear layer outside the head).
-    target_modules: list[str] | str | None = None
-    # Modules trained in full next to the adapter; null = the classification head (and the
-    # pooler of BERT-family models), see methods/_common.py.
-    modules_to_save: list[str] | None = None
+    learning_rate: float = setting(
+        5e-4,
+        help=(
+            "Adapters learn best at ~10-100x the full fine-tuning rate; 5e-4 follows the LoRA "
+            "paper's RoBERTa-base GLUE settings (Hu et al. 2021, table 9: 4e-4..5e-4). The study "
+            "states none."
+        ),
+    )
+    r: int = setting(8)
+    alpha: int = setting(16)
+    dropout: float = setting(0.1)
+    target_modules: list[str] | str | None = setting(
+        None,
+        help=(
+            "r=8 on query and value is the LoRA paper's setting and the study's. null = the "
+            "architecture's query and value projections (methods/targets.py); a list of module "
+            "names; or all-linear (every linear layer outside the head)."
+        ),
+    )
+    modules_to_save: list[str] | None = setting(
+        None,
+        help=(
+            "Modules trained in full next to the adapter; null = the classification head (and the "
+            "pooler of BERT-family models), see methods/_common.py."
+        ),
+    )
 
     def validate(self) -> None:
         if self.r <= 0 or self.alpha <= 0:

@@ -4,22 +4,31 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-from torch import nn
+from typing import TYPE_CHECKING
 
 from peftbench.methods import Method, MethodContext
 from peftbench.methods._common import QuantizedBaseParams, lora_variant
 from peftbench.methods.lora import LoraParams
+from peftbench.structured import setting
+
+if TYPE_CHECKING:  # torch loads when a method is applied
+    from torch import nn
 
 
 @dataclass
 class LoraPlusParams(QuantizedBaseParams, LoraParams):
-    # The rate of the A matrices and the head. 1e-4 is the authors' roberta-base GLUE script
-    # (github.com/nikhil-ghosh-berkeley/loraplus, glue/scripts/run_roberta_lora.sh); B learns
-    # at lr_ratio times it, so the B matrices get 1.6e-3.
-    learning_rate: float = 1e-4
-    # eta_B / eta_A; the paper's general recommendation is 2^4 (Hayou et al. 2024).
-    lr_ratio: float = 16.0
+    learning_rate: float = setting(
+        1e-4,
+        help=(
+            "The rate of the A matrices and the head. 1e-4 is the authors' roberta-base GLUE "
+            "script (github.com/nikhil-ghosh-berkeley/loraplus, glue/scripts/run_roberta_lora.sh);"
+            " B learns at lr_ratio times it, so the B matrices get 1.6e-3."
+        ),
+    )
+    lr_ratio: float = setting(
+        16.0,
+        help="eta_B / eta_A; the paper's general recommendation is 2^4 (Hayou et al. 2024).",
+    )
 
     def validate(self) -> None:
         super().validate()

@@ -14,32 +14,50 @@ from __future__ import annotations
 import inspect
 import types
 from dataclasses import dataclass
-from typing import Any
-
-import torch
-import transformers
-from peft import PrefixTuningConfig, TaskType, get_peft_model
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from peftbench.errors import PeftbenchError
 from peftbench.methods import Method, MethodContext
-from peftbench.methods._common import QuantizedBaseParams, head_modules
+from peftbench.methods._common import PROMPT_NOT_MERGEABLE, QuantizedBaseParams, head_modules
+from peftbench.structured import setting
+
+if TYPE_CHECKING:  # torch loads when a method is applied
+    import torch
+    from torch import nn
 
 
 @dataclass
 class PrefixTuningSettings:
-    # PEFT's sequence-classification example (examples/sequence_classification/
-    # prefix_tuning.ipynb, roberta-large on MRPC): 20 virtual tokens, no projection, lr 1e-2.
-    learning_rate: float = 1e-2
-    num_virtual_tokens: int = 20
-    # Reparametrise the prefix through an MLP while training (Li & Liang 2021, sec. 4.3);
-    # off in PEFT's example and by default.
-    prefix_projection: bool = False
-    # Width of that MLP, when used: P-tuning v2's default prefix_hidden_size (PEFT has none).
-    encoder_hidden_size: int = 512
-    # Modules trained in full next to the prefix; null = the classification head (and the
-    # pooler of BERT-family models), see methods/_common.py.
-    modules_to_save: list[str] | None = None
+    learning_rate: float = setting(
+        1e-2,
+        help=(
+            "PEFT's sequence-classification example (examples/sequence_classification/ "
+            "prefix_tuning.ipynb, roberta-large on MRPC): 20 virtual tokens, no projection, lr "
+            "1e-2."
+        ),
+    )
+    num_virtual_tokens: int = setting(20)
+    prefix_projection: bool = setting(
+        False,
+        help=(
+            "Reparametrise the prefix through an MLP while training (Li & Liang 2021, sec. 4.3); "
+            "off in PEFT's example and by default."
+        ),
+    )
+    encoder_hidden_size: int = setting(
+        512,
+        help=(
+            "Width of that MLP, when used: P-tuning v2's default prefix_hidden_size (PEFT has "
+            "none)."
+        ),
+    )
+    modules_to_save: list[str] | None = setting(
+        None,
+        help=(
+            "Modules trained in full next to the prefix; null = the classification head (and the "
+            "pooler of BERT-family models), see methods/_common.py."
+        ),
+    )
 
     def validate(self) -> None:
         if self.num_virtual_tokens <= 0 or self.encoder_hidden_size <= 0:
@@ -61,6 +79,8 @@ def _positions_without_prefix(
     position table at full length (512 + 20 > 514 for roberta-base). The prefix holds keys and
     values only, so the text keeps its own positions.
     """
+    import torch
+
     embeddings = getattr(model.base_model, "embeddings", None)
     roberta_style = hasattr(embeddings, "create_position_ids_from_input_ids")
     if input_ids is not None and roberta_style:
@@ -108,6 +128,9 @@ def accept_past_key_values(model: nn.Module) -> None:
 
 def _check_prefix_reaches_attention(model: nn.Module) -> None:
     """Raise if changing the prefix leaves the logits unchanged (the encoder ignores it)."""
+    import torch
+    import transformers
+
     base = model.get_base_model()
     device = next(model.parameters()).device
     token = base.config.vocab_size - 1
@@ -141,6 +164,8 @@ def _check_prefix_reaches_attention(model: nn.Module) -> None:
 
 
 def apply(model: nn.Module, params: PrefixTuningParams, context: MethodContext) -> nn.Module:
+    from peft import PrefixTuningConfig, TaskType, get_peft_model
+
     accept_past_key_values(model)
     config = PrefixTuningConfig(
         task_type=TaskType.SEQ_CLS,
@@ -159,4 +184,6 @@ METHOD = Method(
     description="Prefix tuning: trained keys and values prepended in every attention layer.",
     params_class=PrefixTuningParams,
     apply=apply,
+    prepare_base=accept_past_key_values,
+    not_mergeable=PROMPT_NOT_MERGEABLE,
 )

@@ -4,29 +4,52 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
-
-from peft import PromptTuningConfig, PromptTuningInit, TaskType, get_peft_model
-from torch import nn
+from typing import TYPE_CHECKING, Literal
 
 from peftbench.methods import Method, MethodContext
-from peftbench.methods._common import QuantizedBaseParams, guard_prompt_length, head_modules
+from peftbench.methods._common import (
+    PROMPT_NOT_MERGEABLE,
+    QuantizedBaseParams,
+    guard_prompt_length,
+    head_modules,
+)
+from peftbench.structured import setting
+
+if TYPE_CHECKING:  # torch loads when a method is applied
+    from torch import nn
 
 
 @dataclass
 class PromptTuningSettings:
-    # PEFT's sequence-classification example (examples/sequence_classification/
-    # Prompt_Tuning.ipynb, roberta-large on MRPC: lr 1e-3).
-    learning_rate: float = 1e-3
-    # 20 virtual tokens: Lester et al. 2021 find gains flatten beyond ~20 (fig. 3a). They take
-    # positions, so the text may be at most max positions - 20 tokens long.
-    num_virtual_tokens: int = 20
-    # "sample_vocab" starts each virtual token at the embedding of a random vocabulary token,
-    # which beats random vectors in Lester et al. (fig. 3b); "random" is PEFT's default.
-    init: Literal["sample_vocab", "random"] = "sample_vocab"
-    # Modules trained in full next to the prompt; null = the classification head (and the
-    # pooler of BERT-family models), see methods/_common.py.
-    modules_to_save: list[str] | None = None
+    learning_rate: float = setting(
+        1e-3,
+        help=(
+            "PEFT's sequence-classification example (examples/sequence_classification/ "
+            "Prompt_Tuning.ipynb, roberta-large on MRPC: lr 1e-3)."
+        ),
+    )
+    num_virtual_tokens: int = setting(
+        20,
+        help=(
+            "20 virtual tokens: Lester et al. 2021 find gains flatten beyond ~20 (fig. 3a). They "
+            "take positions, so the text may be at most max positions - 20 tokens long."
+        ),
+    )
+    init: Literal["sample_vocab", "random"] = setting(
+        "sample_vocab",
+        help=(
+            '"sample_vocab" starts each virtual token at the embedding of a random vocabulary '
+            'token, which beats random vectors in Lester et al. (fig. 3b); "random" is PEFT\'s '
+            "default."
+        ),
+    )
+    modules_to_save: list[str] | None = setting(
+        None,
+        help=(
+            "Modules trained in full next to the prompt; null = the classification head (and the "
+            "pooler of BERT-family models), see methods/_common.py."
+        ),
+    )
 
     def validate(self) -> None:
         if self.num_virtual_tokens <= 0:
@@ -39,6 +62,8 @@ class PromptTuningParams(QuantizedBaseParams, PromptTuningSettings):
 
 
 def apply(model: nn.Module, params: PromptTuningParams, context: MethodContext) -> nn.Module:
+    from peft import PromptTuningConfig, PromptTuningInit, TaskType, get_peft_model
+
     guard_prompt_length(model, params.num_virtual_tokens, "prompt_tuning")
     init = (
         PromptTuningInit.SAMPLE_VOCAB if params.init == "sample_vocab" else PromptTuningInit.RANDOM
@@ -57,4 +82,5 @@ METHOD = Method(
     description="Prompt tuning: trained virtual-token embeddings prepended to the input.",
     params_class=PromptTuningParams,
     apply=apply,
+    not_mergeable=PROMPT_NOT_MERGEABLE,
 )

@@ -4,27 +4,45 @@ prepended to the input (Liu et al. 2021, "GPT Understands, Too")."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
-
-from peft import PromptEncoderConfig, TaskType, get_peft_model
-from torch import nn
+from typing import TYPE_CHECKING, Literal
 
 from peftbench.methods import Method, MethodContext
-from peftbench.methods._common import QuantizedBaseParams, guard_prompt_length, head_modules
+from peftbench.methods._common import (
+    PROMPT_NOT_MERGEABLE,
+    QuantizedBaseParams,
+    guard_prompt_length,
+    head_modules,
+)
+from peftbench.structured import setting
+
+if TYPE_CHECKING:  # torch loads when a method is applied
+    from torch import nn
 
 
 @dataclass
 class PTuningSettings:
-    # PEFT's sequence-classification example (examples/sequence_classification/
-    # P_Tuning.ipynb, roberta-large on MRPC): 20 virtual tokens, an MLP of width 128, lr 1e-3.
-    learning_rate: float = 1e-3
-    num_virtual_tokens: int = 20
-    encoder_hidden_size: int = 128
-    encoder: Literal["MLP", "LSTM"] = "MLP"  # the reparametrisation (the paper's is an LSTM)
-    encoder_dropout: float = 0.0
-    # Modules trained in full next to the prompt; null = the classification head (and the
-    # pooler of BERT-family models), see methods/_common.py.
-    modules_to_save: list[str] | None = None
+    learning_rate: float = setting(
+        1e-3,
+        help=(
+            "PEFT's sequence-classification example (examples/sequence_classification/ "
+            "P_Tuning.ipynb, roberta-large on MRPC): 20 virtual tokens, an MLP of width 128, lr "
+            "1e-3."
+        ),
+    )
+    num_virtual_tokens: int = setting(20)
+    encoder_hidden_size: int = setting(128)
+    encoder: Literal["MLP", "LSTM"] = setting(
+        "MLP",
+        help="the reparametrisation (the paper's is an LSTM)",
+    )
+    encoder_dropout: float = setting(0.0)
+    modules_to_save: list[str] | None = setting(
+        None,
+        help=(
+            "Modules trained in full next to the prompt; null = the classification head (and the "
+            "pooler of BERT-family models), see methods/_common.py."
+        ),
+    )
 
     def validate(self) -> None:
         if self.num_virtual_tokens <= 0 or self.encoder_hidden_size <= 0:
@@ -39,6 +57,8 @@ class PTuningParams(QuantizedBaseParams, PTuningSettings):
 
 
 def apply(model: nn.Module, params: PTuningParams, context: MethodContext) -> nn.Module:
+    from peft import PromptEncoderConfig, TaskType, get_peft_model
+
     guard_prompt_length(model, params.num_virtual_tokens, "ptuning")
     config = PromptEncoderConfig(
         task_type=TaskType.SEQ_CLS,
@@ -57,4 +77,5 @@ METHOD = Method(
     "input (the MLP is training-only; the saved adapter holds the resulting embeddings).",
     params_class=PTuningParams,
     apply=apply,
+    not_mergeable=PROMPT_NOT_MERGEABLE,
 )

@@ -3,22 +3,20 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
-
-from torch import nn
+from typing import TYPE_CHECKING
 
 from peftbench.methods import Method, MethodContext
+from peftbench.methods._common import FourBitSettings
 from peftbench.methods.lora import LoraParams
 from peftbench.methods.lora import apply as apply_lora
 
+if TYPE_CHECKING:
+    from torch import nn
+
 
 @dataclass
-class QLoraParams(LoraParams):
-    # The QLoRA paper's storage type and double quantisation of the scales.
-    quant_type: Literal["nf4", "fp4"] = "nf4"
-    double_quant: bool = True
-    # Dtype of the de-quantised matmuls; "auto" = bf16 on CUDA, fp32 on CPU.
-    compute_dtype: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+class QLoraParams(FourBitSettings, LoraParams):
+    """LoRA's settings, then how the 4-bit base is stored (always 4-bit: no `base` choice)."""
 
 
 def apply(model: nn.Module, params: QLoraParams, context: MethodContext) -> nn.Module:

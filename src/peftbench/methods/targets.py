@@ -12,10 +12,12 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
-
-from torch import nn
+from typing import TYPE_CHECKING
 
 from peftbench.errors import PeftbenchError
+
+if TYPE_CHECKING:  # torch loads when a method is applied
+    from torch import nn
 
 ALL_LINEAR = "all-linear"
 
@@ -84,6 +86,8 @@ def _matches(qualified: str, name: str) -> bool:
 
 
 def _is_linear(module: nn.Module) -> bool:
+    from torch import nn
+
     return isinstance(module, nn.Linear) or type(module).__name__ in ("Conv1D", "Linear4bit")
 
 

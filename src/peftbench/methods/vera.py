@@ -5,9 +5,7 @@ Adaptation")."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-from peft import TaskType, VeraConfig, get_peft_model
-from torch import nn
+from typing import TYPE_CHECKING
 
 from peftbench.methods import Method, MethodContext
 from peftbench.methods._common import (
@@ -16,27 +14,54 @@ from peftbench.methods._common import (
     head_modules,
     resolve_targets,
 )
+from peftbench.structured import setting
+
+if TYPE_CHECKING:  # torch loads when a method is applied
+    from torch import nn
 
 
 @dataclass
 class VeraSettings:
-    # VeRA trains ~12x fewer adapter weights than LoRA and is run at higher rates: 4e-3 is the
-    # paper's roberta-base SST-2 rate (Kopiczko et al. 2024, appendix, GLUE hyperparameters;
-    # 4e-3..1e-2 across tasks).
-    learning_rate: float = 4e-3
-    # Rank of the shared random matrices: PEFT's VeraConfig default (the paper used 1024 for
-    # roberta-base); each adapted layer trains r + out_features scaling values.
-    r: int = 256
-    # Query and value, as LoRA, so that the two differ only in how the update is parametrised.
-    # null = the architecture's query and value projections (methods/targets.py); a list
-    # of module names; or all-linear (every linear layer outside the head).
-    target_modules: list[str] | str | None = None
-    dropout: float = 0.0  # PEFT's default
-    d_initial: float = 0.1  # initial value of the d vector: PEFT's default, from the paper
-    projection_seed: int = 0  # seed of the shared random matrices (saved with the adapter)
-    # Modules trained in full next to the adapter; null = the classification head (and the
-    # pooler of BERT-family models), see methods/_common.py.
-    modules_to_save: list[str] | None = None
+    learning_rate: float = setting(
+        4e-3,
+        help=(
+            "VeRA trains ~12x fewer adapter weights than LoRA and is run at higher rates: 4e-3 is "
+            "the paper's roberta-base SST-2 rate (Kopiczko et al. 2024, appendix, GLUE "
+            "hyperparameters; 4e-3..1e-2 across tasks)."
+        ),
+    )
+    r: int = setting(
+        256,
+        help=(
+            "Rank of the shared random matrices: PEFT's VeraConfig default (the paper used 1024 "
+            "for roberta-base); each adapted layer trains r + out_features scaling values."
+        ),
+    )
+    target_modules: list[str] | str | None = setting(
+        None,
+        help=(
+            "Query and value, as LoRA, so that the two differ only in how the update is "
+            "parametrised. null = the architecture's query and value projections "
+            "(methods/targets.py); a list of module names; or all-linear (every linear layer "
+            "outside the head)."
+        ),
+    )
+    dropout: float = setting(0.0, help="PEFT's default")
+    d_initial: float = setting(
+        0.1,
+        help="initial value of the d vector: PEFT's default, from the paper",
+    )
+    projection_seed: int = setting(
+        0,
+        help="seed of the shared random matrices (saved with the adapter)",
+    )
+    modules_to_save: list[str] | None = setting(
+        None,
+        help=(
+            "Modules trained in full next to the adapter; null = the classification head (and the "
+            "pooler of BERT-family models), see methods/_common.py."
+        ),
+    )
 
     def validate(self) -> None:
         if self.r <= 0:
@@ -52,6 +77,8 @@ class VeraParams(QuantizedBaseParams, VeraSettings):
 
 
 def apply(model: nn.Module, params: VeraParams, context: MethodContext) -> nn.Module:
+    from peft import TaskType, VeraConfig, get_peft_model
+
     config = VeraConfig(
         task_type=TaskType.SEQ_CLS,
         r=params.r,
