@@ -2,11 +2,11 @@
 reference study's published GPU memory beside the predictions.
 
 Peaks come from peftbench.memory_plan (a real training and evaluation step on fake tensors) at
-the worst case: every batch at max_length. From that one simulation, the rest is scaled:
-weights, gradients and optimiser state are fixed; activations and temporaries grow in
-proportion to the tokens in a batch (batch size x length: SDPA attention keeps no
-length x length matrix), which gives the typical step (the data's median length, when the data
-is at hand) and the largest batch that fits a budget.
+the worst case, every batch at max_length, and, when the data and tokenizer are at hand, once
+more at the length a typical training batch is padded to (peftbench.plan_lengths). The
+largest batch that fits a budget is scaled from the worst case: weights, gradients and
+optimiser state are fixed; activations and temporaries grow in proportion to the examples in a
+batch.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from peftbench.memory import COMPONENTS
 from peftbench.memory_plan import StepShape, simulate_peaks
 from peftbench.methods import get_method
 from peftbench.models import architecture_for_planning
+from peftbench.plan_lengths import TypicalLength, typical_length
 
 FIXED = ("frozen_weights", "trainable_weights", "gradients", "optimizer_state")
 VARIABLE = ("activations", "temporaries")
@@ -38,35 +39,47 @@ def target_of(config: ExperimentConfig, budget_given: bool) -> tuple[str, str]:
     return device, precision
 
 
-def predict_methods(config: ExperimentConfig, device: str, precision: str) -> list[dict]:
-    """Per method entry: the worst-case train and eval peaks by component (MiB)."""
+def predict_methods(
+    config: ExperimentConfig, device: str, precision: str, typical: int | None = None
+) -> list[dict]:
+    """Per method entry: the worst-case train and eval peaks by component (MiB), and with a
+    `typical` length the train peak at that length ("typical_train")."""
     num_labels = config.data.num_labels or 2
     architecture, _ = architecture_for_planning(config.model, num_labels)
     training = config.training
-    shape = StepShape(training.train_batch_size, training.eval_batch_size, training.max_length)
+    batches = (training.train_batch_size, training.eval_batch_size)
     rows = []
     for entry in config.methods:
         print(f"  predicting memory: {entry.label} ...", flush=True)
+        method = get_method(entry.method)
         try:
             peaks = simulate_peaks(
                 architecture,
-                get_method(entry.method),
+                method,
                 entry.params,
                 training,
-                shape,
+                StepShape(*batches, training.max_length),
                 precision,
                 device,
             )
+            if typical is not None and typical < training.max_length:
+                at_typical = simulate_peaks(
+                    architecture,
+                    method,
+                    entry.params,
+                    training,
+                    StepShape(*batches, typical),
+                    precision,
+                    device,
+                )
+                peaks["typical_train"] = at_typical["train"]
+            elif typical is not None:
+                peaks["typical_train"] = peaks["train"]
         except Exception as exc:  # noqa: BLE001 - reported in the plan; the run records it
             rows.append({"label": entry.label, "method": entry.method, "error": str(exc)[:200]})
             continue
         rows.append({"label": entry.label, "method": entry.method, "error": None, **peaks})
     return rows
-
-
-def scaled_train_peak(peak: dict[str, float], fraction: float) -> float:
-    """The train peak with activations and temporaries scaled by `fraction` of the tokens."""
-    return sum(peak[c] for c in FIXED) + fraction * sum(peak[c] for c in VARIABLE)
 
 
 def fit(row: dict, batch: int, budget_mib: float) -> tuple[int | None, int]:
@@ -82,25 +95,17 @@ def fit(row: dict, batch: int, budget_mib: float) -> tuple[int | None, int]:
     return largest, math.ceil(batch / min(largest, batch))
 
 
-def describe_memory(
-    config: ExperimentConfig,
-    budget: tuple[str, float] | None = None,
-    lengths: list[int] | None = None,
-) -> str:
+def describe_memory(config: ExperimentConfig, budget: tuple[str, float] | None = None) -> str:
     """The plan's memory section (markdown); `budget` = (name, MiB of the device)."""
     device, precision = target_of(config, budget is not None)
     training = config.training
-    rows = predict_methods(config, device, precision)
-    typical = None
-    if lengths:
-        typical = min(sorted(lengths)[len(lengths) // 2], training.max_length)
+    typical, how = typical_length(config)
+    rows = predict_methods(config, device, precision, typical.median if typical else None)
     lines = [
         "",
         f"Predicted peak tensor memory (MiB = 2**20 bytes) on {device}, {precision}, batch "
         f"{training.train_batch_size} (eval {training.eval_batch_size}), worst case: every "
-        f"batch at max_length {training.max_length}"
-        + (f"; typical step at the data's median length {typical}" if typical else "")
-        + ". Live tensors only: "
+        f"batch at max_length {training.max_length}. Live tensors only: "
         + (
             "a GPU adds its CUDA context and allocator slack (see below)."
             if device == "cuda"
@@ -109,25 +114,41 @@ def describe_memory(
         "",
         "| run label | "
         + " | ".join(c.replace("_", " ") for c in COMPONENTS)
-        + " | train peak | eval peak |"
-        + (" typical train |" if typical else ""),
-        "| --- |" + " --- |" * (len(COMPONENTS) + 2 + bool(typical)),
+        + " | train peak | eval peak |",
+        "| --- |" + " --- |" * (len(COMPONENTS) + 2),
     ]
     for row in rows:
         if row["error"]:
             lines.append(f"| {row['label']} | cannot be predicted: {row['error']} |")
             continue
         cells = " | ".join(f"{row['train'][c]:,.0f}" for c in COMPONENTS)
-        extra = ""
-        if typical:
-            extra = f" {scaled_train_peak(row['train'], typical / training.max_length):,.0f} |"
         lines.append(
             f"| {row['label']} | {cells} | {row['train']['total_mib']:,.0f} | "
-            f"{row['eval']['total_mib']:,.0f} |{extra}"
+            f"{row['eval']['total_mib']:,.0f} |"
         )
+    lines += _typical_lines(rows, training.max_length, typical, how)
     lines += _budget_lines(rows, training.train_batch_size, budget)
     lines += _study_lines(config, rows, device, precision)
     return "\n".join(lines)
+
+
+def _typical_lines(
+    rows: list[dict], max_length: int, typical: TypicalLength | None, how: str
+) -> list[str]:
+    """Worst case and typical training peak per method, or why the typical one is unknown."""
+    if typical is None:
+        return ["", f"Typical training peak: not predicted ({how}); the worst case is above."]
+    lines = ["", f"Typical training step ({how}):", ""]
+    for row in rows:
+        if row["error"]:
+            continue
+        lines.append(
+            f"- {row['label']}: worst case at max_length {max_length}: "
+            f"{row['train']['total_mib']:,.0f} MiB; typical (batches padded to "
+            f"~{typical.median} tokens, from the data): {row['typical_train']['total_mib']:,.0f} "
+            "MiB"
+        )
+    return lines
 
 
 def _budget_lines(rows: list[dict], batch: int, budget: tuple[str, float] | None) -> list[str]:

@@ -147,6 +147,60 @@ def _balance(labels: list[int], names: list[str]) -> dict[str, int]:
     return {names[k]: counts.get(k, 0) for k in range(len(names))}
 
 
+@dataclass
+class ChosenExamples:
+    """The examples a config trains and tests on, before tokenising: each split's subset and
+    its label ids, the class names and label mapping, and what the checks found."""
+
+    subsets: dict[str, RawSplit]
+    labels: dict[str, list[int]]
+    names: list[str]
+    mapping: dict[str, Any]
+    balance: dict[str, dict[str, int]]
+    warnings: list[str]
+    notes: list[str]
+
+
+def choose_examples(data: DataConfig) -> ChosenExamples:
+    """Read and check the splits, map the labels, and draw each split's stratified subset:
+    exactly the examples a run of this data config uses (`prepare_data` then tokenises them)."""
+    splits, declared, notes = _read_all(data)
+    warnings: list[str] = []
+    for name in list(splits):
+        splits[name], dropped = handle_invalid_rows(splits[name], name, data)
+        warnings += dropped
+    if "test" not in splits:
+        splits["train"], splits["test"], note = _carve_test(splits["train"], data)
+        notes.append(note)
+    warnings += check_splits(splits["train"], splits["test"])
+    if data.drop_duplicates:
+        splits["train"], splits["test"], dropped = drop_duplicates(splits["train"], splits["test"])
+        warnings += dropped
+    label_ids, names, mapping = _map_labels(splits, declared, data)
+    chosen = ChosenExamples({}, {}, names, mapping, {}, warnings, notes)
+    sizes = {"train": data.train_size, "test": data.test_size, "validation": None}
+    for name, raw in splits.items():
+        subset, labels = _subset(name, raw, label_ids[name], sizes[name], data)
+        chosen.subsets[name], chosen.labels[name] = subset, labels
+        chosen.balance[name] = _balance(labels, names)
+        missing = [k for k, count in chosen.balance[name].items() if count == 0]
+        if missing and name == "train":
+            raise PeftbenchError(
+                f"the train subset has no examples of class(es) {', '.join(missing)}: the "
+                f"model could never learn them; fix: a larger data.train_size or other data"
+            )
+        if missing:
+            warnings.append(f"{name}: no examples of class(es) {', '.join(missing)}")
+    return chosen
+
+
+def train_token_lengths(data: DataConfig, tokenizer: Any, max_length: int) -> list[int]:
+    """The token count of each training example a run of this config uses (truncated at
+    `max_length`), tokenising the train subset only: what a plan needs, cheaply."""
+    subset = choose_examples(data).subsets["train"]
+    return [len(ids) for ids in _tokenize(tokenizer, subset, max_length, "train")[0]]
+
+
 def prepare_data(
     data: DataConfig, tokenizer: Any, tokenizer_id: str, max_length: int, cache_dir: Path
 ) -> tuple[PreparedData, Path]:
@@ -164,38 +218,13 @@ def prepare_data(
         except Exception:  # a corrupt cache is rebuilt, never trusted
             cache_file.unlink(missing_ok=True)
 
-    splits, declared, notes = _read_all(data)
-    warnings: list[str] = []
-    for name in list(splits):
-        splits[name], dropped = handle_invalid_rows(splits[name], name, data)
-        warnings += dropped
-    if "test" not in splits:
-        splits["train"], splits["test"], note = _carve_test(splits["train"], data)
-        notes.append(note)
-    warnings += check_splits(splits["train"], splits["test"])
-    if data.drop_duplicates:
-        splits["train"], splits["test"], dropped = drop_duplicates(splits["train"], splits["test"])
-        warnings += dropped
-    label_ids, names, mapping = _map_labels(splits, declared, data)
-
+    chosen = choose_examples(data)
     tokenized: dict[str, TokenizedSplit] = {}
-    balance: dict[str, dict[str, int]] = {}
-    subsets: dict[str, RawSplit] = {}
-    sizes = {"train": data.train_size, "test": data.test_size, "validation": None}
-    for name, raw in splits.items():
-        subset, labels = _subset(name, raw, label_ids[name], sizes[name], data)
-        balance[name] = _balance(labels, names)
-        missing = [k for k, count in balance[name].items() if count == 0]
-        if missing and name == "train":
-            raise PeftbenchError(
-                f"the train subset has no examples of class(es) {', '.join(missing)}: the "
-                f"model could never learn them; fix: a larger data.train_size or other data"
-            )
-        if missing:
-            warnings.append(f"{name}: no examples of class(es) {', '.join(missing)}")
+    for name, subset in chosen.subsets.items():
         ids, types = _tokenize(tokenizer, subset, max_length, name)
+        labels = chosen.labels[name]
         tokenized[name] = TokenizedSplit(ids, labels, list(range(len(labels))), types)
-        subsets[name] = subset
+    subsets, warnings, names = chosen.subsets, chosen.warnings, chosen.names
     overlap = len(set(subsets["train"].texts) & set(subsets["test"].texts))
     if overlap and data.text_pair_column is None:
         warnings.append(f"subsets: {overlap} test texts also appear in the train subset")
@@ -208,13 +237,13 @@ def prepare_data(
         "label_column": data.label_column,
         "num_labels": len(names),
         "label_names": names,
-        "label_mapping": mapping,
+        "label_mapping": chosen.mapping,
         "train_size": len(train),
         "test_size": len(tokenized["test"]),
-        "label_balance": balance,
+        "label_balance": chosen.balance,
         "mean_train_tokens": sum(map(len, train.input_ids)) / len(train),
         "train_truncated_fraction": sum(len(i) >= max_length for i in train.input_ids) / len(train),
-        "splits": notes,
+        "splits": chosen.notes,
         "warnings": warnings,
     }
     prepared = PreparedData(
