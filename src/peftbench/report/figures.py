@@ -9,7 +9,13 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from peftbench.report.cost_plots import cost_bars_figure, costs_caption, memory_rows
+from peftbench.report.cost_plots import (
+    MEMORY_COMPONENTS_CAPTION,
+    cost_bars_figure,
+    costs_caption,
+    memory_components_figure,
+    memory_rows,
+)
 from peftbench.report.plots import (
     Plot,
     accuracy_figure,
@@ -76,4 +82,11 @@ def make_plots(
     else:
         caption = costs_caption(stats, memory_keys)
         plots.append(save(figure, out_dir, "costs", "Time and memory per method", caption))
+    figure = memory_components_figure(stats)
+    if figure is None:
+        notes.append("No memory-by-component bars: no run recorded its tensor memory.")
+    else:
+        title = "Tensor memory by component"
+        caption = MEMORY_COMPONENTS_CAPTION
+        plots.append(save(figure, out_dir, "memory_components", title, caption))
     return plots, notes
