@@ -5,10 +5,12 @@
 
 Runs the study's four methods (configs/imdb-minilm-cpu.yaml: batch 16, eval 64, 256 tokens) for
 one short epoch through `peftbench run` (each run in its own process, so process RSS is each
-method's own), then predicts each run's peaks on fake tensors (peftbench.memory_plan) at the
-run's shape and precision, and writes benchmarks/results/memory-accuracy-<date>.md: predicted vs
-measured MiB per component, the error in %, process RSS beside them, and QLoRA's frozen weights
-as a fraction of LoRA's. Tensor memory does not depend on the machine's load.
+method's own; each run then measures its serving cost, merged and unmerged), then predicts each
+run's peaks on fake tensors (peftbench.memory_plan) at the run's shape and precision, and writes
+benchmarks/results/memory-accuracy-<date>.md: predicted vs measured MiB per component, the error
+in %, process RSS beside them, the serving latency, throughput and memory (merged and unmerged),
+and QLoRA's frozen weights as a fraction of LoRA's. Tensor memory does not depend on the
+machine's load; times do.
 """
 
 from __future__ import annotations
@@ -56,9 +58,10 @@ def main() -> int:
     architecture, _ = architecture_for_planning(config.model, 2)
     training = config.training
     shape = StepShape(training.train_batch_size, training.eval_batch_size, training.max_length)
-    lines, frozen = [], {}
+    lines, frozen, serving = [], {}, []
     for entry in config.methods:
         record = records[entry.label]
+        serving.append(serving_line(entry.label, record["measurements"]["serving"]))
         measured = record["measurements"]["memory"]["tensor_mib"]
         precision = record["train_info"]["precision"]
         predicted = simulate_peaks(
@@ -76,11 +79,34 @@ def main() -> int:
                 f"{rss:,.0f} |"
             )
     wall = time.perf_counter() - start
-    write_result(args, lines, frozen, wall, precision)
+    examples = records[config.methods[0].label]["measurements"]["serving"]["examples"]
+    write_result(args, lines, (serving, examples), frozen, wall, precision)
     return 0
 
 
-def write_result(args, lines, frozen, wall, precision) -> None:
+def serving_line(label: str, serving: dict) -> str:
+    """One run's serving row: unmerged and merged latency, throughput, memory; merge check."""
+    cells = []
+    for variant in ("unmerged", "merged"):
+        cost = serving.get(variant)
+        if cost is None:
+            cells += ["—"] * 3
+            continue
+        cells += [
+            f"{1000 * cost['latency_s_per_example_batch1']:,.1f}",
+            f"{cost['throughput_examples_per_s']:,.1f}",
+            f"{cost['tensor_peak_mib']:,.1f}",
+        ]
+    if serving.get("merged") is None:
+        check = f"not merged: {serving.get('not_merged_because')}"
+    else:
+        same = "same predictions" if serving["merged_predictions_agree"] else "predictions differ"
+        check = f"{same}; logits differ by at most {serving['merged_max_logit_difference']:.2g}"
+    return f"| {label} | {' | '.join(cells)} | {check} |"
+
+
+def write_result(args, lines, serving_rows, frozen, wall, precision) -> None:
+    serving, examples = serving_rows
     date = datetime.now(UTC).strftime("%Y-%m-%d")
     header = " | ".join(c.replace("_", " ") for c in COMPONENTS)
     ratio = frozen["qlora"] / frozen["lora"] if frozen.get("lora") else float("nan")
@@ -104,6 +130,19 @@ def write_result(args, lines, frozen, wall, precision) -> None:
         f"| run | phase | {header} | total | error (%) | process RSS (MiB) |",
         "| --- | --- |" + " --- |" * (len(COMPONENTS) + 3),
         *lines,
+        "",
+        "Serving (peftbench.serving, on the first "
+        f"{examples} test reviews, after training): latency per example at batch "
+        "1 (median), throughput at the eval batch size, and the tensor memory to serve "
+        "(weights + the peak of a batch), for the adapter as trained (unmerged) and merged "
+        "into its base. Times are wall-clock on a machine shared with other jobs: not quiet, "
+        "compare them only roughly; memory does not depend on load.",
+        "",
+        "| run | unmerged latency (ms/example) | unmerged throughput (examples/s) | unmerged "
+        "memory (MiB) | merged latency (ms/example) | merged throughput (examples/s) | merged "
+        "memory (MiB) | merge check |",
+        "| --- |" + " --- |" * 7,
+        *serving,
         "",
         f"QLoRA's frozen weights are {ratio:.3f} of LoRA's ({frozen.get('qlora', 0):,.1f} vs "
         f"{frozen.get('lora', 0):,.1f} MiB), not 1/8: only the encoder's linear layers are "

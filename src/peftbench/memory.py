@@ -32,15 +32,9 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
+from peftbench.results import MEMORY_COMPONENTS as COMPONENTS
+
 MIB = 2**20
-COMPONENTS = (
-    "frozen_weights",
-    "trainable_weights",
-    "gradients",
-    "optimizer_state",
-    "activations",
-    "temporaries",
-)
 # Operators with which optimisers create their state (torch.optim's `_init_group`); outputs of
 # other operators during a step are the step's scratch tensors.
 _STATE_FACTORIES = {"zeros_like", "empty_like", "zeros", "empty", "full", "scalar_tensor", "ones"}

@@ -50,6 +50,19 @@ MODEL_DIR = "model"  # in a run directory: the saved adapter or model, when kept
 Status = Literal["success", "failed", "canceled"]
 
 
+# The parts of a run's peak tensor memory (measurements.memory.tensor_mib.<phase>.components):
+# defined here, with the record, so that reading records needs no torch (peftbench.memory
+# measures them).
+MEMORY_COMPONENTS = (
+    "frozen_weights",
+    "trainable_weights",
+    "gradients",
+    "optimizer_state",
+    "activations",
+    "temporaries",
+)
+
+
 class EpochMetrics(TypedDict):
     epoch: int  # 1-based
     train_loss: float  # mean training loss over the epoch's steps
@@ -97,10 +110,11 @@ class RunRecord(TypedDict):
     #            tensor_mib: {unit: "MiB", tracked, train: {<component>: MiB, total_mib},
     #                         eval: {...}, peak_mib}}  (MB here = MiB = 2**20 bytes; None where
     #            not measurable). tensor_mib is the headline figure: live tensor bytes at the
-    #            peak, by component (peftbench.memory.COMPONENTS); absent in version 1 records.
+    #            peak, by component (MEMORY_COMPONENTS); absent in version 1 records.
     #   serving: {examples, unmerged: {latency_s_per_example_batch1, throughput_examples_per_s,
     #            tensor_peak_mib, weights_mib}, merged: same or None, not_merged_because,
-    #            merged_predictions_agree} (peftbench.serving; schema 2);
+    #            merged_predictions_agree, merged_max_logit_difference} (peftbench.serving;
+    #            schema 2);
     #   model_size_mb: size on disk of what the method saves (adapter + trained head for
     #   PEFT methods, the whole model for full fine-tuning)
     meta_info: dict[str, Any]

@@ -5,7 +5,8 @@ into its base (PEFT's `merge_and_unload`) where that is possible.
 Merging is not possible, and the record says why, for prompt methods (prompt tuning, P-tuning,
 prefix tuning: the virtual tokens are inputs, not weight deltas), for adapters on a 4-bit base
 (merging would re-quantise the weights and change them), and is not needed for methods that
-train the model's own tensors (full, BitFit, linear probe). Measured on a few test examples
+train the model's own tensors (full, BitFit, linear probe); every other adapter merges (see
+`merge` for the PEFT 0.21 bug it works around). Measured on a few test examples
 (`examples`), in evaluation mode without gradients; nothing here draws random numbers.
 """
 
@@ -44,13 +45,13 @@ def measure_serving(
     device: torch.device,
     autocast: Any,
     examples: int = SERVING_EXAMPLES,
-) -> tuple[dict[str, float], list[int]]:
+) -> tuple[dict[str, float], torch.Tensor]:
     """Latency (s per example, batch 1, median), throughput (examples/s at `batch_size`),
-    serving tensor memory (MiB: weights + peak of a batch), and the predictions."""
+    serving tensor memory (MiB: weights + peak of a batch), and the logits (fp32, on CPU)."""
     model.eval()
     indices = list(range(min(examples, len(split))))
     tracker = TensorMemoryTracker(model)
-    predictions: list[int] = []
+    logits: list[torch.Tensor] = []
     latencies = []
     with torch.no_grad(), autocast:
         for index in indices[: max(1, len(indices) // 4)]:
@@ -65,8 +66,8 @@ def measure_serving(
         with tracker.measure("serve"):
             for begin in range(0, len(indices), batch_size):
                 part = indices[begin : begin + batch_size]
-                logits = model(**_inputs(split, part, pad_token_id, device)).logits
-                predictions += logits.argmax(-1).tolist()
+                output = model(**_inputs(split, part, pad_token_id, device))
+                logits.append(output.logits.float().cpu())
         synchronize(device)
         elapsed = time.perf_counter() - start
     peak = tracker.peaks()["serve"]
@@ -75,7 +76,27 @@ def measure_serving(
         "throughput_examples_per_s": len(indices) / elapsed if elapsed else None,
         "tensor_peak_mib": round(peak["total_mib"], 3),
         "weights_mib": round(peak["frozen_weights"] + peak["trainable_weights"], 3),
-    }, predictions
+    }, torch.cat(logits)
+
+
+def merge(model: nn.Module) -> nn.Module:
+    """The adapter merged into its base, as a plain Transformers model.
+
+    The trained head (PEFT's `modules_to_save` wrappers) is unwrapped first, with PEFT's own
+    `unload_and_optionally_merge_module`: PEFT 0.21.2's generic `BaseTuner._replace_module`
+    (used by IA3, VeRA, LoHa and LoKr; LoRA overrides it) copies `child.weight` onto every
+    unloaded module, and a head without a `.weight` of its own (RobertaClassificationHead,
+    BertPooler) makes `merge_and_unload` raise AttributeError ("'BertPooler' object has no
+    attribute 'weight'"). Once unwrapped, only the adapter layers are left to merge.
+    """
+    from peft.utils.other import ModulesToSaveWrapper
+
+    for name, module in list(model.named_modules()):
+        if isinstance(module, ModulesToSaveWrapper):
+            parent_name, _, child = name.rpartition(".")
+            unwrapped = module.unload_and_optionally_merge_module(False, False, None)
+            setattr(model.get_submodule(parent_name), child, unwrapped)
+    return model.merge_and_unload()
 
 
 def _inputs(
@@ -96,24 +117,28 @@ def serving_cost(
     autocast: Any,
     examples: int = SERVING_EXAMPLES,
 ) -> dict[str, Any]:
-    """The record's `serving` entry: unmerged and (where possible) merged costs, and whether the
-    merged model predicts exactly what the unmerged one does."""
-    unmerged, predicted = measure_serving(
+    """The record's `serving` entry: unmerged and (where possible) merged costs, whether the
+    merged model predicts exactly what the unmerged one does, and the largest difference of
+    their logits (rounding: at bf16 it can reach 1e-2, enough to flip a near-tie example)."""
+    unmerged, logits = measure_serving(
         model, split, pad_token_id, batch_size, device, autocast, examples
     )
-    result: dict[str, Any] = {"examples": len(predicted), "unmerged": unmerged, "merged": None}
+    result: dict[str, Any] = {"examples": len(logits), "unmerged": unmerged, "merged": None}
     reason = why_not_mergeable(model, merge_blocker)
     result["not_merged_because"] = reason
     if reason is None:
         try:
-            merged_model = copy.deepcopy(model).merge_and_unload()
+            merged_model = merge(copy.deepcopy(model))
         except Exception as exc:  # noqa: BLE001 - a PEFT limitation, recorded as such
             result["not_merged_because"] = f"PEFT's merge_and_unload failed: {exc}"[:300]
             return result
-        merged, merged_predictions = measure_serving(
+        merged, merged_logits = measure_serving(
             merged_model, split, pad_token_id, batch_size, device, autocast, examples
         )
         result["merged"] = merged
-        result["merged_predictions_agree"] = merged_predictions == predicted
+        result["merged_predictions_agree"] = bool(
+            torch.equal(merged_logits.argmax(-1), logits.argmax(-1))
+        )
+        result["merged_max_logit_difference"] = float((merged_logits - logits).abs().max())
         del merged_model
     return result

@@ -147,6 +147,60 @@ def _balance(labels: list[int], names: list[str]) -> dict[str, int]:
     return {names[k]: counts.get(k, 0) for k in range(len(names))}
 
 
+@dataclass
+class ChosenExamples:
+    """The examples a config trains and tests on, before tokenising: each split's subset and
+    its label ids, the class names and label mapping, and what the checks found."""
+
+    subsets: dict[str, RawSplit]
+    labels: dict[str, list[int]]
+    names: list[str]
+    mapping: dict[str, Any]
+    balance: dict[str, dict[str, int]]
+    warnings: list[str]
+    notes: list[str]
+
+
+def choose_examples(data: DataConfig) -> ChosenExamples:
+    """Read and check the splits, map the labels, and draw each split's stratified subset:
+    exactly the examples a run of this data config uses (`prepare_data` then tokenises them)."""
+    splits, declared, notes = _read_all(data)
+    warnings: list[str] = []
+    for name in list(splits):
+        splits[name], dropped = handle_invalid_rows(splits[name], name, data)
+        warnings += dropped
+    if "test" not in splits:
+        splits["train"], splits["test"], note = _carve_test(splits["train"], data)
+        notes.append(note)
+    warnings += check_splits(splits["train"], splits["test"])
+    if data.drop_duplicates:
+        splits["train"], splits["test"], dropped = drop_duplicates(splits["train"], splits["test"])
+        warnings += dropped
+    label_ids, names, mapping = _map_labels(splits, declared, data)
+    chosen = ChosenExamples({}, {}, names, mapping, {}, warnings, notes)
+    sizes = {"train": data.train_size, "test": data.test_size, "validation": None}
+    for name, raw in splits.items():
+        subset, labels = _subset(name, raw, label_ids[name], sizes[name], data)
+        chosen.subsets[name], chosen.labels[name] = subset, labels
+        chosen.balance[name] = _balance(labels, names)
+        missing = [k for k, count in chosen.balance[name].items() if count == 0]
+        if missing and name == "train":
+            raise PeftbenchError(
+                f"the train subset has no examples of class(es) {', '.join(missing)}: the "
+                f"model could never learn them; fix: a larger data.train_size or other data"
+            )
+        if missing:
+            warnings.append(f"{name}: no examples of class(es) {', '.join(missing)}")
+    return chosen
+
+
+def train_token_lengths(data: DataConfig, tokenizer: Any, max_length: int) -> list[int]:
+    """The token count of each training example a run of this config uses (truncated at
+    `max_length`), tokenising the train subset only: what a plan needs, cheaply."""
+    subset = choose_examples(data).subsets["train"]
+    return [len(ids) for ids in _tokenize(tokenizer, subset, max_length, "train")[0]]
+
+
 def prepare_data(
     data: DataConfig, tokenizer: Any, tokenizer_id: str, max_length: int, cache_dir: Path
 ) -> tuple[PreparedData, Path]:
@@ -164,107 +218,44 @@ def prepare_data(
         except Exception:  # a corrupt cache is rebuilt, never trusted
             cache_file.unlink(missing_ok=True)
 
-    splits, declared, notes, warnings = _checked_splits(data)
-    label_ids, names, mapping = _map_labels(splits, declared, data)
-    tokenized, balance = _tokenize_subsets(
-        splits, label_ids, names, data, tokenizer, max_length, warnings
-    )
-    prepared = PreparedData(
-        tokenized["train"],
-        tokenized["test"],
-        int(tokenizer.pad_token_id or 0),
-        names,
-        _data_info(data, names, mapping, tokenized, balance, max_length, notes, warnings),
-        tokenized.get("validation"),
-    )
-    save_prepared(prepared, cache_file)
-    return prepared, cache_file
-
-
-def _checked_splits(
-    data: DataConfig,
-) -> tuple[dict[str, RawSplit], list[str] | None, list[str], list[str]]:
-    """The source's splits with invalid rows handled, a test split carved off the training data
-    where the source has none, and duplicates dropped if asked: (splits, declared label names,
-    notes on how the splits were made, warnings)."""
-    splits, declared, notes = _read_all(data)
-    warnings: list[str] = []
-    for name in list(splits):
-        splits[name], dropped = handle_invalid_rows(splits[name], name, data)
-        warnings += dropped
-    if "test" not in splits:
-        splits["train"], splits["test"], note = _carve_test(splits["train"], data)
-        notes.append(note)
-    warnings += check_splits(splits["train"], splits["test"])
-    if data.drop_duplicates:
-        splits["train"], splits["test"], dropped = drop_duplicates(splits["train"], splits["test"])
-        warnings += dropped
-    return splits, declared, notes, warnings
-
-
-def _tokenize_subsets(
-    splits: dict[str, RawSplit],
-    label_ids: dict[str, list[int]],
-    names: list[str],
-    data: DataConfig,
-    tokenizer: Any,
-    max_length: int,
-    warnings: list[str],
-) -> tuple[dict[str, TokenizedSplit], dict[str, dict[str, int]]]:
-    """Each split's subset, tokenised, and its class balance; adds to `warnings` what is odd
-    (a class missing from a subset, test texts that are also train texts)."""
+    chosen = choose_examples(data)
     tokenized: dict[str, TokenizedSplit] = {}
-    balance: dict[str, dict[str, int]] = {}
-    texts: dict[str, list[str]] = {}
-    sizes = {"train": data.train_size, "test": data.test_size, "validation": None}
-    for name, raw in splits.items():
-        subset, labels = _subset(name, raw, label_ids[name], sizes[name], data)
-        balance[name] = _balance(labels, names)
-        missing = [k for k, count in balance[name].items() if count == 0]
-        if missing and name == "train":
-            raise PeftbenchError(
-                f"the train subset has no examples of class(es) {', '.join(missing)}: the "
-                f"model could never learn them; fix: a larger data.train_size or other data"
-            )
-        if missing:
-            warnings.append(f"{name}: no examples of class(es) {', '.join(missing)}")
+    for name, subset in chosen.subsets.items():
         ids, types = _tokenize(tokenizer, subset, max_length, name)
+        labels = chosen.labels[name]
         tokenized[name] = TokenizedSplit(ids, labels, list(range(len(labels))), types)
-        texts[name] = subset.texts
-    overlap = len(set(texts["train"]) & set(texts["test"]))
+    subsets, warnings, names = chosen.subsets, chosen.warnings, chosen.names
+    overlap = len(set(subsets["train"].texts) & set(subsets["test"].texts))
     if overlap and data.text_pair_column is None:
         warnings.append(f"subsets: {overlap} test texts also appear in the train subset")
-    return tokenized, balance
 
-
-def _data_info(
-    data: DataConfig,
-    names: list[str],
-    mapping: dict[str, Any],
-    tokenized: dict[str, TokenizedSplit],
-    balance: dict[str, dict[str, int]],
-    max_length: int,
-    notes: list[str],
-    warnings: list[str],
-) -> dict[str, Any]:
-    """The record's description of the data: source, columns, labels, sizes, tokens, notes."""
     train = tokenized["train"]
-    return {
+    info = {
         "source": describe_source(data),
         "text_columns": text_columns(data),
         "text_pair_column": data.text_pair_column,
         "label_column": data.label_column,
         "num_labels": len(names),
         "label_names": names,
-        "label_mapping": mapping,
+        "label_mapping": chosen.mapping,
         "train_size": len(train),
         "test_size": len(tokenized["test"]),
-        "label_balance": balance,
+        "label_balance": chosen.balance,
         "mean_train_tokens": sum(map(len, train.input_ids)) / len(train),
         "train_truncated_fraction": sum(len(i) >= max_length for i in train.input_ids) / len(train),
-        "splits": notes,
+        "splits": chosen.notes,
         "warnings": warnings,
     }
+    prepared = PreparedData(
+        train,
+        tokenized["test"],
+        int(tokenizer.pad_token_id or 0),
+        names,
+        info,
+        tokenized.get("validation"),
+    )
+    save_prepared(prepared, cache_file)
+    return prepared, cache_file
 
 
 def carve_validation(prepared: PreparedData, size: float, seed: int) -> PreparedData:

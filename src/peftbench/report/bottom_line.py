@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from peftbench.report.cost_noise import tied_on
 from peftbench.report.ranking import ACCURACY, cost_label, fmt_figure, percent, pp, rank
 from peftbench.report.recommend import Recommendation, cheapest_within
 from peftbench.report.runs import MethodStats
@@ -99,8 +100,9 @@ def _constraints(
             )
             continue
         ranked = rank({s.name: s.mean for s in stats}, key)
-        if ranked and ranked[0] != best.name:
-            costlier.setdefault(ranked[0], []).append(key)
+        cheapest = next((s for s in stats if ranked and s.name == ranked[0]), None)
+        if cheapest is not None and cheapest is not best and not tied_on(cheapest, best, key):
+            costlier.setdefault(cheapest.name, []).append(key)
     text = f"If a constraint matters, {'; '.join(picks)}." if picks else ""
     for name, keys in costlier.items():
         cheap = next(s for s in stats if s.name == name)

@@ -61,6 +61,29 @@ def _eval_time_per_evaluation(record: RunRecord) -> float | None:
     return total / count
 
 
+def _serving(variant: str, key: str, scale: float = 1.0) -> Callable[[RunRecord], Any]:
+    """A serving figure (measurements.serving.<variant>.<key>), times `scale`."""
+    get = _dig("measurements", "serving", variant, key)
+
+    def scaled(record: RunRecord) -> Any:
+        value = get(record)
+        return value * scale if isinstance(value, int | float) else None
+
+    return scaled
+
+
+def _merge_status(record: RunRecord) -> str | None:
+    """Whether the adapter was merged for serving, and if so whether it predicts the same:
+    'same predictions', 'predictions differ', or 'no: <why, in short>'."""
+    serving = _dig("measurements", "serving")(record)
+    if not isinstance(serving, dict):
+        return None
+    if serving.get("merged") is None:
+        why = str(serving.get("not_merged_because") or "not measured")
+        return f"no: {why.split(':')[0]}"
+    return "same predictions" if serving.get("merged_predictions_agree") else "predictions differ"
+
+
 def _text(value: Any) -> str:
     return "—" if value is None else str(value)
 
@@ -145,6 +168,34 @@ COLUMNS: list[Column] = [
         _fixed(0),
         False,
     ),
+    *[
+        column
+        for variant in ("unmerged", "merged")
+        for column in (
+            Column(
+                f"serving_latency_ms_{variant}",
+                f"serving latency, batch 1, {variant} (ms/example)",
+                _serving(variant, "latency_s_per_example_batch1", 1000.0),
+                _fixed(1),
+                False,
+            ),
+            Column(
+                f"serving_throughput_{variant}",
+                f"serving throughput, {variant} (examples/s)",
+                _serving(variant, "throughput_examples_per_s"),
+                _fixed(1),
+                True,
+            ),
+            Column(
+                f"serving_memory_mib_{variant}",
+                f"serving tensor memory, {variant} (MiB)",
+                _serving(variant, "tensor_peak_mib"),
+                _fixed(0),
+                False,
+            ),
+        )
+    ],
+    Column("merge", "merged", _merge_status, _text),
     Column(
         "model_size_mb",
         "adapter/model size on disk (MB)",

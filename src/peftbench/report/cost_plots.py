@@ -1,7 +1,7 @@
-"""The report's cost figures: time and memory per method as bars.
+"""The report's cost figures: time and memory per method as bars, and tensor memory by
+component as stacked bars.
 
-A new cost figure (e.g. memory by component as stacked bars) is a `*_figure` function here
-and one entry in `figures.make_plots`.
+A new cost figure is a `*_figure` function here and one entry in `figures.make_plots`.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from matplotlib.figure import Figure
 from peftbench.report.plots import axis_label, cost_of, method_styles
 from peftbench.report.ranking import cost_label
 from peftbench.report.runs import MethodStats
+from peftbench.results import MEMORY_COMPONENTS as COMPONENTS
 
 
 def _bars(ax: Axes, stats: Sequence[MethodStats], key: str, colours: dict[str, str]) -> None:
@@ -77,3 +78,50 @@ def costs_caption(stats: Sequence[MethodStats], memory_keys: Mapping[str, str | 
     if any(s.reference for s in stats):
         caption += " Hatched bars: published figures of the reference study."
     return caption
+
+
+# One colour per component, the same in every report (tab10, colour-blind-safe order).
+COMPONENT_COLOURS = dict(
+    zip(COMPONENTS, ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b"], strict=True)
+)
+PHASE_TITLES = {"train": "Training step peak", "eval": "Evaluation peak"}
+
+
+def memory_components_figure(stats: Sequence[MethodStats]) -> Figure | None:
+    """Tensor memory at the train and eval peaks per method, stacked by component (MiB);
+    None when no method recorded it."""
+    rows = [s for s in stats if not s.reference and s.memory_components]
+    if not rows:
+        return None
+    phases = [p for p in PHASE_TITLES if any(p in s.memory_components for s in rows)]
+    fig = Figure(figsize=(5.5 * len(phases), 1.8 + 0.4 * len(rows)), layout="constrained")
+    axes = fig.subplots(1, len(phases), squeeze=False)[0]
+    for ax, phase in zip(axes, phases, strict=True):
+        for y, s in enumerate(rows):
+            parts = s.memory_components.get(phase)
+            if parts is None:
+                ax.text(0, y, " not measured", va="center", fontsize=8, color="grey")
+                continue
+            left = 0.0
+            for component in COMPONENTS:
+                width = parts[component]
+                label = component.replace("_", " ") if y == 0 else None
+                ax.barh(y, width, left=left, color=COMPONENT_COLOURS[component], label=label)
+                left += width
+            ax.text(left, y, f" {left:,.0f}", va="center", fontsize=8)
+        ax.set_yticks(range(len(rows)), [s.name for s in rows], fontsize=8)
+        ax.set_ylim(len(rows) - 0.5, -0.5)
+        ax.set_xlabel("tensor memory (MiB)")
+        ax.set_title(PHASE_TITLES[phase])
+        ax.margins(x=0.2)
+        ax.grid(True, axis="x", alpha=0.3)
+    axes[0].legend(fontsize=7, loc="lower right")
+    return fig
+
+
+MEMORY_COMPONENTS_CAPTION = (
+    "Live tensor memory (MiB = 2**20 bytes) at each phase's peak, by component: frozen "
+    "weights (4-bit weights at their stored size), trainable weights, gradients, optimizer "
+    "state, activations kept for backward, and temporaries; means over successful seeds. "
+    "Process RSS and the CUDA allocator's reserve come on top."
+)

@@ -9,7 +9,13 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from peftbench.report.cost_plots import cost_bars_figure, costs_caption, memory_rows
+from peftbench.report.cost_plots import (
+    MEMORY_COMPONENTS_CAPTION,
+    cost_bars_figure,
+    costs_caption,
+    memory_components_figure,
+    memory_rows,
+)
 from peftbench.report.plots import (
     Plot,
     accuracy_figure,
@@ -70,10 +76,26 @@ def make_plots(
             "one epoch are spread sideways so their bars do not overlap."
         )
         plots.append(save(drawn[0], out_dir, "learning_curves", "Learning curves", caption))
+    cost_plots, cost_notes = _cost_figures(stats, memory_keys, out_dir)
+    return plots + cost_plots, notes + cost_notes
+
+
+def _cost_figures(
+    stats: Sequence[MethodStats], memory_keys: Mapping[str, str | None], out_dir: Path
+) -> tuple[list[Plot], list[str]]:
+    """The time/memory bars and the tensor memory by component, saved; notes where empty."""
+    plots: list[Plot] = []
+    notes: list[str] = []
     figure = cost_bars_figure(stats, memory_keys)
     if figure is None:
         notes.append("No time/memory bars: nothing measured.")
     else:
         caption = costs_caption(stats, memory_keys)
         plots.append(save(figure, out_dir, "costs", "Time and memory per method", caption))
+    figure = memory_components_figure(stats)
+    if figure is None:
+        notes.append("No memory-by-component bars: no run recorded its tensor memory.")
+    else:
+        title = "Tensor memory by component"
+        plots.append(save(figure, out_dir, "memory_components", title, MEMORY_COMPONENTS_CAPTION))
     return plots, notes

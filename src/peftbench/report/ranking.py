@@ -8,7 +8,7 @@ better. Accuracies are fractions in [0, 1]; 0.01 is one percentage point (pp).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 
 from peftbench.report.columns import COLUMNS_BY_KEY
 from peftbench.report.runs import MethodStats
@@ -50,16 +50,25 @@ def rank(points: Mapping[str, Mapping[str, float | None]], key: str) -> list[str
     return sorted(present, key=lambda name: -_oriented(points[name][key], key))  # type: ignore[arg-type]
 
 
-def dominates(a: Mapping[str, float], b: Mapping[str, float], keys: Sequence[str]) -> bool:
-    """Whether `a` is at least as good as `b` in every key and strictly better in one."""
-    pairs = [(_oriented(a[k], k), _oriented(b[k], k)) for k in keys]
+def dominates(
+    a: Mapping[str, float],
+    b: Mapping[str, float],
+    keys: Sequence[str],
+    tied: Collection[str] = (),
+) -> bool:
+    """Whether `a` is at least as good as `b` in every key and strictly better in one; keys in
+    `tied` count as equal (a difference within its noise)."""
+    pairs = [(_oriented(a[k], k), _oriented(b[k], k)) for k in keys if k not in tied]
     return all(x >= y for x, y in pairs) and any(x > y for x, y in pairs)
 
 
 def pareto_front(
-    points: Mapping[str, Mapping[str, float | None]], keys: Sequence[str]
+    points: Mapping[str, Mapping[str, float | None]],
+    keys: Sequence[str],
+    ties: Callable[[str, str, str], bool] | None = None,
 ) -> list[str]:
-    """Names no other point dominates over `keys`, in input order; incomplete points left out."""
+    """Names no other point dominates over `keys`, in input order; incomplete points left out.
+    `ties(a, b, key)` says where two points' difference on a key is within its noise."""
     for key in keys:
         _better(key)
     complete = {
@@ -70,7 +79,11 @@ def pareto_front(
     return [
         name
         for name, figures in complete.items()
-        if not any(dominates(other, figures, keys) for o, other in complete.items() if o != name)
+        if not any(
+            dominates(other, figures, keys, [k for k in keys if ties and ties(o, name, k)])
+            for o, other in complete.items()
+            if o != name
+        )
     ]
 
 

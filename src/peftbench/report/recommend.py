@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from peftbench.report.cost_noise import tied_on, ties_note
 from peftbench.report.power import examples_needed
 from peftbench.report.ranking import (
     ACCURACY,
@@ -119,8 +120,10 @@ def cheapest_within(
     if not ranked:
         return None
     pick = by_name[ranked[0]]
-    if best is not None and best.mean.get(cost_key) == pick.mean[cost_key]:
-        return best
+    if best is not None and (
+        best.mean.get(cost_key) == pick.mean[cost_key] or tied_on(best, pick, cost_key)
+    ):
+        return best  # memory within its noise does not rank: the best is as cheap
     return pick
 
 
@@ -180,7 +183,10 @@ def _cheapest_rec(
             f"{best.name} itself ({fmt_figure(cost_key, cost)}): no method not distinguishable "
             f"from it in accuracy ({percent(best.mean[ACCURACY])}) needs less."
         )
-        return Recommendation("cheapest", headline, text, (pick.name,), figures)
+        note, tied = ties_note(pick, group, cost_key)
+        if tied:
+            figures["tied_on_cost"] = tied
+        return Recommendation("cheapest", headline, text + note, (pick.name,), figures)
     text = f"{pick.name}, {fmt_figure(cost_key, cost)}"
     best_cost = best.mean.get(cost_key)
     if best_cost is not None:
@@ -202,12 +208,18 @@ def _cheapest_rec(
         text += f": not distinguishable (Holm-adjusted McNemar {p_is(pair.p_value)})."
     else:
         text += ": within the measurement noise."
-    return Recommendation("cheapest", headline, text, (pick.name, best.name), figures)
+    note, tied = ties_note(pick, group, cost_key)
+    if tied:
+        figures["tied_on_cost"] = tied
+    return Recommendation("cheapest", headline, text + note, (pick.name, best.name), figures)
 
 
 def _pareto_rec(stats: Sequence[MethodStats], cost_key: str) -> Recommendation | None:
     points = {s.name: s.mean for s in stats}
-    front = pareto_front(points, [ACCURACY, cost_key])
+    by_name = {s.name: s for s in stats}
+    front = pareto_front(
+        points, [ACCURACY, cost_key], lambda a, b, k: tied_on(by_name[a], by_name[b], k)
+    )
     if not front:
         return None
     dominated = [n for n in points if _complete(points[n], cost_key) and n not in front]

@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from peftbench.report.columns import COLUMNS, COLUMNS_BY_KEY, PUBLISHED_MEMORY_KEY
+from peftbench.results import MEMORY_COMPONENTS as COMPONENTS
 from peftbench.results import RUNS_DIR, RunRecord, load_records
 
 FIGURES = [c for c in COLUMNS if c.higher_is_better is not None]
@@ -42,6 +43,9 @@ class MethodStats:
     # e.g. (0.877, 0.903) and "95 % bootstrap CI"; None where not computed.
     accuracy_interval: tuple[float, float] | None = None
     interval_kind: str = ""
+    # Tensor memory by component at each phase's peak (MiB), means over the successful seeds
+    # that measured it: {"train": {component: MiB}, "eval": {...}}; empty where not measured.
+    memory_components: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 @dataclass
@@ -205,8 +209,31 @@ def summarize(runs: Sequence[Run]) -> list[MethodStats]:
             if len(values) >= 2:
                 entry.std[column.key] = statistics.stdev(values)
         entry.test_size = evaluated_size(good)
+        entry.memory_components = memory_components(good)
         stats.append(entry)
     return stats
+
+
+def memory_components(runs: Sequence[Run]) -> dict[str, dict[str, float]]:
+    """Mean MiB per component at the train and eval peaks, over the runs that recorded it."""
+    means: dict[str, dict[str, float]] = {}
+    for phase in ("train", "eval"):
+        entries = [
+            as_dict(as_dict(_tensor_memory(run)).get(phase))
+            for run in runs
+            if as_dict(_tensor_memory(run)).get(phase)
+        ]
+        values = {
+            component: [number(entry.get(component)) for entry in entries]
+            for component in COMPONENTS
+        }
+        if entries and all(v is not None for vs in values.values() for v in vs):
+            means[phase] = {c: statistics.fmean(vs) for c, vs in values.items()}  # type: ignore[arg-type]
+    return means
+
+
+def _tensor_memory(run: Run) -> Any:
+    return as_dict(as_dict(run.record.get("measurements")).get("memory")).get("tensor_mib")
 
 
 def evaluated_size(runs: Sequence[Run]) -> int | None:

@@ -1,0 +1,108 @@
+"""`plan`'s typical-length memory prediction: the width a typical training batch is padded to,
+read from the data exactly as the training loop batches it, and the peaks at that width beside
+the worst case."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from conftest import tiny_config, write_dataset
+
+from peftbench.config import parse_config
+from peftbench.data import batch_order, collate, prepare_data
+from peftbench.loop import micro_batches
+from peftbench.models import load_tokenizer
+from peftbench.plan_lengths import padded_widths, typical_length
+from peftbench.plan_memory import describe_memory
+
+
+@pytest.fixture(scope="module")
+def csv_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_dataset(tmp_path_factory.mktemp("data") / "csv-reviews", 96, 32, fmt="csv")
+
+
+def _config(model: Path, data: Path, tmp_path: Path, **training: object):
+    raw = tiny_config(model, data, tmp_path / "out")
+    raw["data"].update({"train_size": 80, "test_size": 32})
+    raw["training"].update({"max_length": 48, "train_batch_size": 8, **training})
+    raw["methods"] = {"lora": {"learning_rate": 5e-3}, "full": {"learning_rate": 1e-3}}
+    raw["seeds"] = [0, 1]
+    return parse_config(raw)
+
+
+def test_widths_are_those_the_training_loop_pads_to(
+    tiny_roberta: Path, csv_data: Path, tmp_path: Path
+) -> None:
+    config = _config(tiny_roberta, csv_data, tmp_path, gradient_accumulation_steps=2)
+    training = config.training
+    # The loop's own path: prepared data (train and test tokenised, cached), its batch order,
+    # micro-batches and collate.
+    prepared, _ = prepare_data(
+        config.data,
+        load_tokenizer(config.model),
+        "tiny",
+        training.max_length,
+        tmp_path / "cache",
+    )
+    lengths = [len(ids) for ids in prepared.train.input_ids]
+    expected = []
+    for seed in config.seeds:
+        for epoch in range(1, training.epochs + 1):
+            order = batch_order(
+                lengths, training.train_batch_size, seed * 1000 + epoch, training.group_by_length
+            )
+            for indices in order:
+                for part in micro_batches(indices, training.gradient_accumulation_steps):
+                    batch = collate(prepared.train, part, prepared.pad_token_id, None)
+                    expected.append(batch["input_ids"].shape[1])
+    assert padded_widths(lengths, training, list(config.seeds)) == expected
+    typical, how = typical_length(config)
+    assert typical is not None, how
+    assert typical.batches == len(expected)
+    assert typical.median == sorted(expected)[(len(expected) - 1) // 2]
+    assert typical.longest == max(expected) <= training.max_length
+    # The synthetic reviews are shorter than max_length: a typical batch is padded to less.
+    assert typical.median < training.max_length
+    assert "from the data: 80 train examples tokenised" in how
+
+
+def test_grouping_by_length_pads_less(tiny_roberta: Path, csv_data: Path, tmp_path: Path):
+    grouped, _ = typical_length(_config(tiny_roberta, csv_data, tmp_path, group_by_length=True))
+    shuffled, _ = typical_length(_config(tiny_roberta, csv_data, tmp_path, group_by_length=False))
+    assert grouped is not None and shuffled is not None
+    assert grouped.median <= shuffled.median
+    padded, how = typical_length(_config(tiny_roberta, csv_data, tmp_path, padding="max_length"))
+    assert padded is not None and padded.median == 48 and "max_length" in how
+
+
+def test_plan_prints_worst_case_and_typical_peaks(
+    tiny_roberta: Path, csv_data: Path, tmp_path: Path
+) -> None:
+    config = _config(tiny_roberta, csv_data, tmp_path)
+    typical, _ = typical_length(config)
+    text = describe_memory(config)
+    pattern = (
+        r"- (\w+): worst case at max_length 48: ([\d,]+) MiB; typical \(batches padded to "
+        rf"~{typical.median} tokens, from the data\): ([\d,]+) MiB"
+    )
+    found = re.findall(pattern, text)
+    assert [label for label, _, _ in found] == ["lora", "full"], text
+    for _, worst, typical_mib in found:
+        # Activations shrink with the padded length; weights and optimiser state do not.
+        assert 0 < int(typical_mib.replace(",", "")) < int(worst.replace(",", ""))
+
+
+def test_without_the_data_the_typical_figure_says_it_needs_it(
+    tiny_roberta: Path, tmp_path: Path
+) -> None:
+    raw = tiny_config(tiny_roberta, tmp_path / "nowhere", tmp_path / "out")
+    raw["data"]["dataset"] = "imdb"  # a Hub name, no local copy ($PEFTBENCH_DATA_DIR unset)
+    raw["methods"] = {"lora": {"learning_rate": 5e-3}}
+    config = parse_config(raw)
+    typical, how = typical_length(config)
+    assert typical is None and "needs the data at hand" in how
+    text = describe_memory(config)
+    assert "Typical training peak: not predicted (the typical figure needs the data" in text
+    assert "worst case" in text
