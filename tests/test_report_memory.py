@@ -146,3 +146,20 @@ def test_pareto_front_does_not_rank_by_memory_within_noise() -> None:
     cheaper = _method("lora", 0.80, 900.0)
     pareto = _rec(recommend([accurate, cheaper], "tensor_peak_mib"), "pareto", "tensor memory")
     assert pareto.subjects == ("full", "lora")
+
+
+def test_a_merge_that_changes_predictions_says_how_many_and_by_how_much() -> None:
+    from peftbench.report.columns import _merge_status
+
+    record = _record("LoRA", 1, 0.885, 3000.0)
+    assert _merge_status(record) == "same predictions"
+    serving = {
+        **SERVING,
+        "merged_predictions_agree": False,
+        "merged_predictions_differ": 1,
+        "merged_max_logit_difference": 0.016,
+    }
+    record["measurements"]["serving"] = serving
+    assert _merge_status(record) == "1 of 32 predictions differ (max logit difference 0.016)"
+    record["measurements"]["serving"] = {**serving, "merged": None, "not_merged_because": "x: y"}
+    assert _merge_status(record) == "no: x"

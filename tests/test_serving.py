@@ -83,6 +83,7 @@ def test_every_adapter_merges_and_predicts_what_it_does_unmerged(
         assert result["merged"] is None
         return
     assert result["merged_predictions_agree"] is True
+    assert result["merged_predictions_differ"] == 0
     assert result["merged_max_logit_difference"] < 1e-4  # fp32: rounding only
     for variant in ("unmerged", "merged"):
         cost = result[variant]

@@ -136,9 +136,9 @@ def serving_cost(
             merged_model, split, pad_token_id, batch_size, device, autocast, examples
         )
         result["merged"] = merged
-        result["merged_predictions_agree"] = bool(
-            torch.equal(merged_logits.argmax(-1), logits.argmax(-1))
-        )
+        differ = int((merged_logits.argmax(-1) != logits.argmax(-1)).sum())
+        result["merged_predictions_agree"] = differ == 0
+        result["merged_predictions_differ"] = differ  # of `examples`
         result["merged_max_logit_difference"] = float((merged_logits - logits).abs().max())
         del merged_model
     return result

@@ -74,14 +74,22 @@ def _serving(variant: str, key: str, scale: float = 1.0) -> Callable[[RunRecord]
 
 def _merge_status(record: RunRecord) -> str | None:
     """Whether the adapter was merged for serving, and if so whether it predicts the same:
-    'same predictions', 'predictions differ', or 'no: <why, in short>'."""
+    'same predictions', 'N of M predictions differ (max logit difference D)' (in bf16,
+    rounding can flip an example near a tie), or 'no: <why, in short>'."""
     serving = _dig("measurements", "serving")(record)
     if not isinstance(serving, dict):
         return None
     if serving.get("merged") is None:
         why = str(serving.get("not_merged_because") or "not measured")
         return f"no: {why.split(':')[0]}"
-    return "same predictions" if serving.get("merged_predictions_agree") else "predictions differ"
+    if serving.get("merged_predictions_agree"):
+        return "same predictions"
+    differ = serving.get("merged_predictions_differ")
+    examples = serving.get("examples")
+    count = "predictions" if differ is None else f"{differ} of {examples} predictions"
+    difference = serving.get("merged_max_logit_difference")
+    largest = "" if difference is None else f" (max logit difference {difference:.2g})"
+    return f"{count} differ{largest}"
 
 
 def _text(value: Any) -> str:
