@@ -218,6 +218,31 @@ def test_summary_and_mfu() -> None:
         mfu(1.0, 0.0, 1.0)
 
 
+def test_a_run_faster_than_the_peak_gets_no_mfu_and_the_peak_is_measured_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A peak measured on a busy machine is too low: a run that beats it gets no MFU (with the
+    reason), and forgetting the cached peak makes the next run measure it again."""
+    shape = model_shape(tiny_model(RobertaConfig))
+    slow_peak = flops.PeakFlops(1e6, "measured while busy")
+    summary = flops_summary(shape, LENGTHS, 3, LENGTHS, 0.5, slow_peak, eval_time_s=0.25)
+    assert summary["mfu"] is None and summary["eval_mfu"] is None
+    assert "measured while the machine was busy" in summary["mfu_unavailable_because"]
+    fine = flops_summary(shape, LENGTHS, 3, LENGTHS, 0.5, flops.PeakFlops(1e12, "ok"))
+    assert fine["mfu"] > 0 and "mfu_unavailable_because" not in fine
+
+    calls = []
+    monkeypatch.setattr(flops, "_measure_matmul", lambda *args: calls.append(args) or 5e9)
+    monkeypatch.setenv("PEFTBENCH_CACHE_DIR", str(tmp_path))
+    cpu = torch.device("cpu")
+    peak_flops(cpu)
+    peak_flops(cpu)
+    assert len(calls) == 1
+    flops.forget_peak_flops(cpu, torch.float32)
+    peak_flops(cpu)
+    assert len(calls) == 2
+
+
 def test_peak_flops_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     calls = []
     measure = flops._measure_matmul

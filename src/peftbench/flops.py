@@ -235,7 +235,23 @@ def flops_summary(
                 summary["mfu_datasheet"] = mfu(total, train_time_s, peak.datasheet)
         if eval_time_s and eval_lengths is not None:
             summary["eval_mfu"] = mfu(summary["eval_flops"], eval_time_s, peak.flops)
+        _drop_impossible_mfu(summary)
     return summary
+
+
+def _drop_impossible_mfu(summary: dict[str, Any]) -> None:
+    """A run faster than the measured peak means the peak is wrong (the micro-benchmark ran
+    while the machine was busy): no MFU then, and the record says why."""
+    beaten = [name for name in ("mfu", "eval_mfu") if (summary.get(name) or 0) > 1.0]
+    if beaten:
+        best = max(summary[name] for name in beaten)
+        for name in beaten:
+            summary[name] = None
+        summary["mfu_unavailable_because"] = (
+            f"the run ran at {best:.0%} of the measured peak of {summary['peak_flops']:.3g} "
+            "FLOP/s: that peak was measured while the machine was busy (the next run on "
+            "this machine measures it again)"
+        )
 
 
 def default_cache_file() -> Path:
@@ -301,6 +317,34 @@ def peak_flops(
 ) -> PeakFlops:
     """Measured matmul peak of `device` for `dtype`, cached per machine, threads and torch."""
     size = size or (8192 if device.type == "cuda" else _cpu_matmul_size(dtype))
+    key, how = _peak_key(device, dtype, size)
+    path = Path(cache_file) if cache_file else default_cache_file()
+    cache = _read_cache(path)
+    if key not in cache:
+        cache[key] = {
+            "flops": _measure_matmul(device, dtype, size, repeats),
+            "source": f"measured: {how}, best of {repeats}",
+            "datasheet": _datasheet(device, dtype),
+            "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+        _write_cache(path, cache)
+    entry = cache[key]
+    return PeakFlops(entry["flops"], entry["source"], entry["datasheet"])
+
+
+def forget_peak_flops(
+    device: torch.device, dtype: torch.dtype, cache_file: Path | None = None
+) -> None:
+    """Drop a cached peak that a run beat, so that the next run measures it again."""
+    size = 8192 if device.type == "cuda" else _cpu_matmul_size(dtype)
+    path = Path(cache_file) if cache_file else default_cache_file()
+    cache = _read_cache(path)
+    if cache.pop(_peak_key(device, dtype, size)[0], None) is not None:
+        _write_cache(path, cache)
+
+
+def _peak_key(device: torch.device, dtype: torch.dtype, size: int) -> tuple[str, str]:
+    """The cache key of a peak (machine, threads, dtype, torch, size) and how it is measured."""
     dtype_name = DTYPE_NAMES.get(dtype, str(dtype).removeprefix("torch."))
     if device.type == "cuda":
         hardware = f"cuda:{torch.cuda.get_device_name(device)}"
@@ -309,22 +353,18 @@ def peak_flops(
         threads = torch.get_num_threads()
         hardware = f"cpu:{cpu_name()}|{threads} threads"
         how = f"{size}^3 {dtype_name} matmul, {threads} threads"
-    key = f"{hardware}|{dtype_name}|torch {torch.__version__}|{size}^3"
-    path = Path(cache_file) if cache_file else default_cache_file()
+    return f"{hardware}|{dtype_name}|torch {torch.__version__}|{size}^3", how
+
+
+def _read_cache(path: Path) -> dict[str, Any]:
     try:
-        cache = json.loads(path.read_text())
+        return json.loads(path.read_text())
     except (OSError, ValueError):
-        cache = {}
-    if key not in cache:
-        cache[key] = {
-            "flops": _measure_matmul(device, dtype, size, repeats),
-            "source": f"measured: {how}, best of {repeats}",
-            "datasheet": _datasheet(device, dtype),
-            "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        }
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as f:
-            json.dump(cache, f, indent=1)
-        os.replace(f.name, path)
-    entry = cache[key]
-    return PeakFlops(entry["flops"], entry["source"], entry["datasheet"])
+        return {}
+
+
+def _write_cache(path: Path, cache: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as f:
+        json.dump(cache, f, indent=1)
+    os.replace(f.name, path)

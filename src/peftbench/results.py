@@ -113,7 +113,8 @@ class RunRecord(TypedDict):
     #            peak, by component (MEMORY_COMPONENTS); absent in version 1 records.
     #   serving: {examples, unmerged: {latency_s_per_example_batch1, throughput_examples_per_s,
     #            tensor_peak_mib, weights_mib}, merged: same or None, not_merged_because,
-    #            merged_predictions_agree, merged_max_logit_difference} (peftbench.serving;
+    #            merged_predictions_agree, merged_predictions_differ (how many of `examples`),
+    #            merged_max_logit_difference} (peftbench.serving;
     #            schema 2);
     #   model_size_mb: size on disk of what the method saves (adapter + trained head for
     #   PEFT methods, the whole model for full fine-tuning)

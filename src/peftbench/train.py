@@ -29,7 +29,7 @@ from peftbench.checkpoints import load_checkpoint, remove_checkpoint, restore, s
 from peftbench.class_metrics import class_metrics
 from peftbench.config import ModelConfig
 from peftbench.data import load_prepared, original_label_values
-from peftbench.flops import flops_summary, model_shape, peak_flops
+from peftbench.flops import flops_summary, forget_peak_flops, model_shape, peak_flops
 from peftbench.interrupts import InterruptGuard, sigterm_as_interrupt
 from peftbench.logs import LOG
 from peftbench.logs import configure as configure_logging
@@ -289,6 +289,8 @@ def finish(state: RunState) -> RunRecord:
         state.peak_flops,
         totals["eval_time_s"],
     )
+    if "mfu_unavailable_because" in flops:  # the cached peak is too low: measure it next time
+        forget_peak_flops(state.device, DTYPES[state.precision])
     trainable_params, total_params = state.parameter_counts
     measurements = {
         "trainable_params": trainable_params,
