@@ -23,8 +23,11 @@ setup: $(BIN)/peftbench
 run: setup
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/peftbench run $(CONFIG) $(ARGS)
 
+# Two pytest workers (pytest-xdist): most tests run one single-threaded process, so two at a
+# time use both cores of a 2-core machine; the Ray tests stay on one worker (xdist_group).
+TEST_WORKERS ?= 2
 test: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
 
 # Test files each on its own, in a random order within the file: a test that passes only after
 # another one filled a cache (issue 11) fails here. CI runs it on the files that start runs in

@@ -219,6 +219,16 @@ def assert_valid_record(path: Path) -> None:
 
 
 @pytest.fixture(autouse=True)
+def default_log_level(monkeypatch: pytest.MonkeyPatch):
+    """Each test starts at the default log level: `peftbench -q` (or -v) stores its level in
+    PEFTBENCH_LOG_LEVEL for the run processes, which would otherwise leak into later tests."""
+    from peftbench.logs import LEVEL_ENV
+
+    monkeypatch.delenv(LEVEL_ENV, raising=False)
+    yield
+
+
+@pytest.fixture(autouse=True)
 def every_record_validates(tmp_path: Path, request: pytest.FixtureRequest):
     """After each test, every current-version record it wrote under tmp_path must validate
     against the published schema (files a test corrupts or dates on purpose are skipped, and so

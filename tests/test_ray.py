@@ -28,6 +28,9 @@ from peftbench.cli import main
 from peftbench.results import load_records, read_record
 
 ray = pytest.importorskip("ray")  # declared in the test extra; the suite installs it
+# make test runs two xdist workers: one of them takes both Ray files, one test after another,
+# since two Ray instances at once would compete for the CPUs that each test reserves.
+pytestmark = pytest.mark.xdist_group("ray")
 
 SHORT = {"epochs": 1, "train_batch_size": 16, "eval_batch_size": 32, "max_length": 48}
 LONG = {"epochs": 3, "train_batch_size": 8, "eval_batch_size": 32, "max_length": 48}
@@ -422,7 +425,10 @@ def test_sigterm_cancels_running_and_pending_runs(
 ) -> None:
     out = tmp_path / "out"
     methods = {"lora": {"learning_rate": 5e-3}, "ia3": {"learning_rate": 2e-2}}
-    config = _config(tiny_roberta, tiny_dataset, out, LONG, methods, seeds=[0, 1, 2])
+    # Many epochs: a run must still be running when SIGTERM arrives after its first checkpoint
+    # (with 3, a loaded machine let it finish first); canceled runs cost none of them.
+    training = {**LONG, "epochs": 12}
+    config = _config(tiny_roberta, tiny_dataset, out, training, methods, seeds=[0, 1, 2])
     path = _write(config, tmp_path / "c.yaml")
     run_ids = [f"{label}-seed{seed}" for label in ("ia3", "lora") for seed in (0, 1, 2)]
     marker = f"sigterm-{os.getpid()}-{time.time()}"

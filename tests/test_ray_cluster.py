@@ -31,6 +31,9 @@ from peftbench.models import load_tokenizer
 from peftbench.results import load_records
 
 ray = pytest.importorskip("ray")
+# make test runs two xdist workers: one of them takes both Ray files, one test after another,
+# since two Ray instances at once would compete for the CPUs that each test reserves.
+pytestmark = pytest.mark.xdist_group("ray")
 RAY = str(Path(sys.executable).with_name("ray"))
 SHORT = {"epochs": 1, "train_batch_size": 16, "eval_batch_size": 32, "max_length": 48}
 
