@@ -332,6 +332,7 @@ def run_task(*args: Any) -> RemoteResult:
 
     result = run_remote(*args)
     result.node_id = ray.get_runtime_context().get_node_id()
+    result.cuda_visible_devices = os.environ.get("CUDA_VISIBLE_DEVICES")
     result.process_span = (psutil.Process().create_time(), time.time())
     return result
 
@@ -365,6 +366,7 @@ def write_result(spec: RunSpec, result: RemoteResult, workers: int = 1, attempts
             "shared_storage": result.shared,
             "model_dir": str(run_dir / MODEL_DIR) if result.model_files else result.model_dir,
             "process_span_s": result.process_span,  # worker process start, return (Unix time)
+            "cuda_visible_devices": result.cuda_visible_devices,  # the run's own GPUs, if any
         }
         write_json_atomic(run_dir / RECORD_FILE, result.record)
 

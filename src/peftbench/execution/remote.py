@@ -47,6 +47,8 @@ class RemoteResult:
     node_id: str | None = None  # the Ray node, set by the Ray task
     # When the worker process started and when it returned (Unix time, s), set by the Ray task.
     process_span: tuple[float, float] | None = None
+    # The GPUs the worker was given (Ray sets CUDA_VISIBLE_DEVICES per task); None: not set.
+    cuda_visible_devices: str | None = None
 
 
 def sees_shared_storage(marker: Path, token: str) -> bool:
