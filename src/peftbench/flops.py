@@ -316,7 +316,7 @@ def peak_flops(
     repeats: int = 5,
 ) -> PeakFlops:
     """Measured matmul peak of `device` for `dtype`, cached per machine, threads and torch."""
-    size = size or (8192 if device.type == "cuda" else _cpu_matmul_size(dtype))
+    size = size or _default_size(device, dtype)
     key, how = _peak_key(device, dtype, size)
     path = Path(cache_file) if cache_file else default_cache_file()
     cache = _read_cache(path)
@@ -336,11 +336,16 @@ def forget_peak_flops(
     device: torch.device, dtype: torch.dtype, cache_file: Path | None = None
 ) -> None:
     """Drop a cached peak that a run beat, so that the next run measures it again."""
-    size = 8192 if device.type == "cuda" else _cpu_matmul_size(dtype)
+    size = _default_size(device, dtype)
     path = Path(cache_file) if cache_file else default_cache_file()
     cache = _read_cache(path)
     if cache.pop(_peak_key(device, dtype, size)[0], None) is not None:
         _write_cache(path, cache)
+
+
+def _default_size(device: torch.device, dtype: torch.dtype) -> int:
+    """The side of the square matmul that measures a device's peak."""
+    return 8192 if device.type == "cuda" else _cpu_matmul_size(dtype)
 
 
 def _peak_key(device: torch.device, dtype: torch.dtype, size: int) -> tuple[str, str]:
