@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from peftbench.checkpoints import load_checkpoint, remove_checkpoint
+from peftbench.checkpoints import load_checkpoint
 from peftbench.config import ExecutionConfig, ExperimentConfig
 from peftbench.data import load_prepared
 from peftbench.errors import PeftbenchError
@@ -187,9 +187,6 @@ class RayBackend:
         """Start a run's task(s); `fresh`: discard its checkpoints (here and on the worker's
         node); `attempt` > 1: a restart after its worker or node was lost."""
         root = self.storage_root()
-        if fresh:
-            remove_checkpoint(root / RUNS_DIR / spec.run_id)
-            remove_checkpoint(Path(spec.run_dir))
         marker = root / STORAGE_MARKER
         if not marker.exists() or marker.read_text(encoding="utf-8") != self.token:
             root.mkdir(parents=True, exist_ok=True)
