@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from peftbench.errors import PeftbenchError
-from peftbench.methods.targets import head_modules, resolve_targets
+from peftbench.methods.targets import TARGETS_HELP, head_modules, resolve_targets
 from peftbench.structured import setting
 
 if TYPE_CHECKING:
@@ -167,10 +167,7 @@ class LycorisParams:
     module_dropout: float = setting(0.0)
     target_modules: list[str] | str | None = setting(
         None,
-        help=(
-            "null = the architecture's query and value projections (methods/targets.py); a list of"
-            " module names; or all-linear."
-        ),
+        help=TARGETS_HELP,
     )
     modules_to_save: list[str] | None = setting(
         None,

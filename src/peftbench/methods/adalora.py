@@ -14,6 +14,7 @@ from peftbench.methods._common import (
     head_modules,
     resolve_targets,
 )
+from peftbench.methods.targets import TARGETS_HELP
 from peftbench.structured import setting
 
 if TYPE_CHECKING:  # torch loads when a method is applied
@@ -42,10 +43,7 @@ class AdaLoraSettings:
     dropout: float = setting(0.1)
     target_modules: list[str] | str | None = setting(
         None,
-        help=(
-            "null = the architecture's query and value projections (methods/targets.py); a list of"
-            " module names; or all-linear (every linear layer outside the head)."
-        ),
+        help=TARGETS_HELP,
     )
     tinit_fraction: float = setting(
         0.15,

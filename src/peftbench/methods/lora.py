@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from peftbench.methods import Method, MethodContext
 from peftbench.methods._common import check_target_modules, lora_variant
+from peftbench.methods.targets import TARGETS_HELP
 from peftbench.structured import setting
 
 if TYPE_CHECKING:  # torch loads when a method is applied
@@ -29,9 +30,7 @@ class LoraParams:
     target_modules: list[str] | str | None = setting(
         None,
         help=(
-            "r=8 on query and value is the LoRA paper's setting and the study's. null = the "
-            "architecture's query and value projections (methods/targets.py); a list of module "
-            "names; or all-linear (every linear layer outside the head)."
+            "r=8 on query and value is the LoRA paper's setting and the study's. " + TARGETS_HELP
         ),
     )
     modules_to_save: list[str] | None = setting(

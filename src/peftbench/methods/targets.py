@@ -20,6 +20,11 @@ if TYPE_CHECKING:  # torch loads when a method is applied
     from torch import nn
 
 ALL_LINEAR = "all-linear"
+# What a method's `target_modules` setting takes, for its help (one text for every method).
+TARGETS_HELP = (
+    "null = the architecture's query and value projections (methods/targets.py); a list of "
+    "module names; or all-linear (every linear layer outside the head)."
+)
 
 
 @dataclass(frozen=True)

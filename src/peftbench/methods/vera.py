@@ -14,6 +14,7 @@ from peftbench.methods._common import (
     head_modules,
     resolve_targets,
 )
+from peftbench.methods.targets import TARGETS_HELP
 from peftbench.structured import setting
 
 if TYPE_CHECKING:  # torch loads when a method is applied
@@ -41,9 +42,7 @@ class VeraSettings:
         None,
         help=(
             "Query and value, as LoRA, so that the two differ only in how the update is "
-            "parametrised. null = the architecture's query and value projections "
-            "(methods/targets.py); a list of module names; or all-linear (every linear layer "
-            "outside the head)."
+            "parametrised. " + TARGETS_HELP
         ),
     )
     dropout: float = setting(0.0, help="PEFT's default")
