@@ -9,8 +9,15 @@ initialisation and same epoch orders for both pipelines, so the runs pair by see
     PEFTBENCH_DATA_DIR=../shared/data .venv/bin/python benchmarks/pipeline_equivalence.py
     ... pipeline_equivalence.py --analyse-only     # only rewrite the result file
 
-Restartable: runs finished earlier are kept (the seeds go one at a time, both pipelines each, so
-an interrupted benchmark still has complete pairs). Writes
+Every run trains on one thread (`training.num_threads=1`), and `--parallel` seeds (default 2,
+one per core) train at once, each pipeline's in turn: the two pipelines of a seed see the same
+load, so their time ratio stays fair, and the hours-long benchmark uses both cores.
+
+Restartable: runs finished earlier are kept (the seeds go a group at a time, both pipelines
+each, so an interrupted benchmark still has complete pairs). After each group the finished
+runs' records and predictions are copied (machine paths removed) to
+benchmarks/results/pipeline-equivalence-runs/, and a later start copies them back, so the
+benchmark resumes in a fresh checkout too. Writes
 benchmarks/results/pipeline-equivalence-cpu-<date>.md: accuracy per seed and pipeline, the
 paired difference (default - reference) per method with its 95% t interval over seeds and a
 TOST equivalence test against +-1.0 pp, the seed-to-seed spread of each pipeline, McNemar's
@@ -22,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -32,19 +40,33 @@ from scipy import stats as scipy_stats
 
 from peftbench import stats
 from peftbench.measure import describe_machine
-from peftbench.results import load_records, predictions_path
+from peftbench.report.paths import scrub
+from peftbench.results import (
+    PREDICTIONS_FILE,
+    RECORD_FILE,
+    RUNS_DIR,
+    load_records,
+    predictions_path,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 OUTPUT = ROOT / "results" / "pipeline-equivalence"
+KEPT = RESULTS / "pipeline-equivalence-runs"  # committed copies of the finished runs
 CONFIG = "configs/imdb-minilm-cpu.yaml"
-WORKLOAD = ["data.train_size=2000", "data.test_size=1000", "training.epochs=2"]
+WORKLOAD = [
+    "data.train_size=2000",
+    "data.test_size=1000",
+    "training.epochs=2",
+    "training.num_threads=1",
+]
 METHODS = 'methods={"full": {"learning_rate": 5.0e-5}, "lora": {"learning_rate": 2.0e-3}}'
 PIPELINES = ("default", "reference")
 MARGIN_PP = 1.0  # equivalence margin of the issue
 
 
-def run_seed(seed: int) -> int:
+def run_seeds(seeds: list[int]) -> int:
+    """Both pipelines for these seeds, the seeds' runs in parallel (one thread each)."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     env.setdefault("PEFTBENCH_DATA_DIR", str(ROOT.parent / "shared" / "data"))
     code = 0
@@ -53,11 +75,29 @@ def run_seed(seed: int) -> int:
             *(sys.executable, "-m", "peftbench.cli", "run", CONFIG, METHODS, *WORKLOAD),
             f"training.pipeline={pipeline}",
             f"output_dir={OUTPUT / pipeline}",
-            "--seeds",
-            str(seed),
+            *("--seeds", ",".join(map(str, seeds)), "--parallel", str(len(seeds))),
         ]
         code = max(code, subprocess.call(command, env=env, cwd=ROOT))
     return code
+
+
+def keep_runs() -> None:
+    """Copy the finished runs' records and predictions, machine paths removed, to KEPT."""
+    for pipeline in PIPELINES:
+        for source in sorted((OUTPUT / pipeline).glob(f"{RUNS_DIR}/*/*.json")):
+            if source.name not in (RECORD_FILE, PREDICTIONS_FILE):
+                continue
+            target = KEPT / pipeline / source.relative_to(OUTPUT / pipeline)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(scrub(source.read_text(encoding="utf-8"), ROOT), encoding="utf-8")
+
+
+def restore_runs() -> None:
+    """Put committed runs back where the runner finds them (those it does not have yet)."""
+    for source_dir in sorted(KEPT.glob(f"*/{RUNS_DIR}/*")):
+        target_dir = OUTPUT / source_dir.relative_to(KEPT)
+        if not (target_dir / RECORD_FILE).exists():
+            shutil.copytree(source_dir, target_dir, dirs_exist_ok=True)
 
 
 def load(pipeline: str) -> dict[tuple[str, int], dict]:
@@ -146,7 +186,8 @@ def write_result(seeds: list[int], elapsed: float | None) -> Path:
         + (f"; this invocation {elapsed:.0f} s" if elapsed else ""),
         f"- machine: {describe_machine()}",
         "- command: `PEFTBENCH_DATA_DIR=../shared/data .venv/bin/python "
-        f"benchmarks/pipeline_equivalence.py --seeds {','.join(map(str, seeds))}`",
+        f"benchmarks/pipeline_equivalence.py --seeds {','.join(map(str, seeds))}` (two seeds "
+        "at a time, one thread per run)",
         f"- workload: `{CONFIG}` with {' '.join(WORKLOAD)}, max length 256, batch 16; "
         f"learning rates full 5e-5, LoRA 2e-3; default pipeline precision {', '.join(precision)}",
         "- test: paired by seed; equivalence declared only if the 95% t interval of the mean "
@@ -164,13 +205,16 @@ def write_result(seeds: list[int], elapsed: float | None) -> Path:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", default="0,1,2,3,4", help="comma-separated seeds")
+    parser.add_argument("--parallel", type=int, default=2, help="seeds trained at once")
     parser.add_argument("--analyse-only", action="store_true", help="only write the result")
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     started, code = datetime.now(UTC), 0
+    restore_runs()
     if not args.analyse_only:
-        for seed in seeds:
-            code = max(code, run_seed(seed))
+        for start in range(0, len(seeds), args.parallel):
+            code = max(code, run_seeds(seeds[start : start + args.parallel]))
+            keep_runs()
     elapsed = None if args.analyse_only else (datetime.now(UTC) - started).total_seconds()
     print(f"wrote {write_result(seeds, elapsed)}")
     return code
