@@ -11,6 +11,11 @@ experiment.yaml; machine paths removed) to <name>-<date>-runs/ and builds the fu
 (report.md, summary.md, plots) from them in <name>-<date>-report/. With --min-accuracy it
 exits 1 unless every final run beats it.
 
+Benchmarks longer than a session: a start first copies back the runs of the newest committed
+<name>-*-runs/ that results/benchmark-<name>/ lacks, so it goes on where the last one stopped,
+in a fresh checkout too (the runner redoes a run whose config changed since). Stop it at any
+time, then `... --commit-only` writes the result file and the runs copy of what has finished.
+
 Used for issue 2 (configs/imdb-minilm-cpu.yaml, --min-accuracy 0.75), issue 4
 (configs/imdb-minilm-cpu-seeds-search.yaml) and issue 7 (configs/imdb-minilm-all-methods.yaml).
 """
@@ -41,6 +46,11 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--name", required=True, help="result file stem, e.g. minilm-cpu")
     parser.add_argument("--min-accuracy", type=float, help="target: every final run above this")
+    parser.add_argument(
+        "--commit-only",
+        action="store_true",
+        help="run nothing: write the result file and the runs copy of the finished runs",
+    )
     parser.add_argument("overrides", nargs="*", help="config overrides such as data.train_size=500")
     return parser.parse_intermixed_args()
 
@@ -74,15 +84,27 @@ def commit_runs(output_dir: Path, stem: str) -> Path:
     return report_copy
 
 
+def restore_runs(output_dir: Path, name: str) -> None:
+    """Copy back the runs of the newest committed <name>-<date>-runs/ that output_dir lacks."""
+    committed = sorted(RESULTS.glob(f"{name}-20[0-9][0-9]-[0-9][0-9]-[0-9][0-9]-runs"))
+    if not committed:
+        return
+    for run_dir in sorted((committed[-1] / RUNS_DIR).glob("*")):
+        target = output_dir / RUNS_DIR / run_dir.name
+        if not (target / RECORD_FILE).exists():
+            shutil.copytree(run_dir, target, dirs_exist_ok=True)
+
+
 def main() -> int:
     args = parse_args()
     output_dir = ROOT / "results" / f"benchmark-{args.name}"
+    restore_runs(output_dir, args.name)
     overrides = [*args.overrides, f"output_dir={output_dir}"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     env.setdefault("PEFTBENCH_DATA_DIR", str(ROOT.parent / "shared" / "data"))
     command = [sys.executable, "-m", "peftbench.cli", "run", str(args.config), *overrides]
     started = datetime.now(UTC)
-    code = subprocess.call(command, env=env, cwd=ROOT)
+    code = 1 if args.commit_only else subprocess.call(command, env=env, cwd=ROOT)
     elapsed = (datetime.now(UTC) - started).total_seconds()
 
     records, _ = load_records(output_dir)
@@ -105,7 +127,13 @@ def main() -> int:
         f"{first.get('meta_info', {}).get('torch_threads', '?')} torch "
         "threads per run",
         f"- command: `{shown_command}`",
-        f"- config: `{args.config}`, overrides {args.overrides or 'none'}; exit code {code}",
+        f"- config: `{args.config}`, overrides {args.overrides or 'none'}; "
+        + (
+            "**partial**: written with --commit-only from the runs finished so far; the same "
+            "command without it goes on"
+            if args.commit_only
+            else f"exit code {code}"
+        ),
         f"- data: {scrub(str(first.get('data_info', {}).get('source', '?')), ROOT)}, label balance "
         f"{first.get('data_info', {}).get('label_balance', '?')}",
         f"- {len(finals)} final runs, {len(records) - len(finals)} search runs; the full report "
