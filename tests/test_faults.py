@@ -15,7 +15,7 @@ import yaml
 from conftest import tiny_config
 from filelock import FileLock
 
-from peftbench.checkpoints import checkpoint_file
+from peftbench.checkpoints import checkpoint_file, claim_afresh, owned_by
 from peftbench.cli import main
 from peftbench.execution import LOCK_FILE
 from peftbench.report import build_report
@@ -181,3 +181,26 @@ def test_a_second_concurrent_run_is_refused(
         assert main(["run", str(config)]) == 2
     assert "another peftbench run is using" in capsys.readouterr().err
     assert not (out / "runs").exists()
+
+
+def test_force_discards_an_earlier_invocations_checkpoint_but_a_retry_keeps_its_own(
+    tmp_path: Path,
+) -> None:
+    """--force on Ray: the first attempt claims the checkpoint directory for its invocation;
+    a retry of the same invocation (its worker lost) resumes from what it wrote since, and the
+    next --force invocation discards it."""
+    run_dir = tmp_path / "run"
+    earlier = checkpoint_file(run_dir)
+    earlier.parent.mkdir(parents=True)
+    earlier.write_bytes(b"epoch 2 of an earlier invocation")
+
+    claim_afresh(run_dir, "invocation-b")  # first attempt of a --force invocation
+    assert not checkpoint_file(run_dir).exists() and owned_by(run_dir, "invocation-b")
+    checkpoint_file(run_dir).write_bytes(b"epoch 1 of invocation b")  # then its worker dies
+
+    claim_afresh(run_dir, "invocation-b")  # its retry
+    assert checkpoint_file(run_dir).read_bytes() == b"epoch 1 of invocation b"
+
+    claim_afresh(run_dir, "invocation-c")  # a later --force
+    assert not checkpoint_file(run_dir).exists()
+    assert owned_by(run_dir, "invocation-c") and not owned_by(run_dir, "invocation-b")

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
 CHECKPOINT_DIR = "checkpoint"
 STATE_FILE = "state.pt"
+OWNER_FILE = "owner"  # the invocation that started this checkpoint afresh (--force)
 
 
 def checkpoint_file(run_dir: Path) -> Path:
@@ -111,3 +112,25 @@ def restore(checkpoint: dict[str, Any], state: RunState) -> None:
 
 def remove_checkpoint(run_dir: Path) -> None:
     shutil.rmtree(Path(run_dir) / CHECKPOINT_DIR, ignore_errors=True)
+
+
+def owned_by(run_dir: Path, owner: str) -> bool:
+    """True when invocation `owner` started this run's checkpoint afresh (claim_afresh)."""
+    try:
+        return (Path(run_dir) / CHECKPOINT_DIR / OWNER_FILE).read_text(encoding="utf-8") == owner
+    except OSError:
+        return False
+
+
+def claim_afresh(run_dir: Path, owner: str) -> None:
+    """--force for invocation `owner`: discard the run's checkpoint unless this invocation
+    wrote it, and mark what is written from now on as its own. So a run that is started
+    again after its worker was lost resumes from its own epochs, never from a checkpoint of
+    an earlier invocation that --force discards (were its first worker lost before it could
+    discard that one)."""
+    if owned_by(run_dir, owner):
+        return
+    remove_checkpoint(run_dir)
+    directory = Path(run_dir) / CHECKPOINT_DIR
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / OWNER_FILE).write_text(owner, encoding="utf-8")

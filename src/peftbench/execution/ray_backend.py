@@ -206,12 +206,12 @@ class RayBackend:
                 refs, group = start_group(self.ray, self.resources, self.workers, args)
             except self.ray.exceptions.RayError as exc:  # e.g. its workers never got room
                 error = f"{type(exc).__name__}: {exc}"
-                self.runs.append(_Run(spec, time.time(), [], None, attempt, error))
+                self.runs.append(_Run(spec, time.time(), [], None, fresh, attempt, error))
                 return
         else:
             options = {"name": f"peftbench:{spec.run_id}", **self.resources.as_ray()}
             refs, group = [self.task.options(**options).remote(*args)], None
-        self.runs.append(_Run(spec, time.time(), refs, group, attempt))
+        self.runs.append(_Run(spec, time.time(), refs, group, fresh, attempt))
 
     def wait(self) -> list[RunSpec]:
         """Wait for a run whose workers all returned, or one of whose workers failed."""
@@ -246,7 +246,7 @@ class RayBackend:
                 f"again from its last epoch checkpoint (retry {run.attempt} of "
                 f"{self.config.execution.max_retries})",
             )
-            self.start(run.spec, attempt=run.attempt + 1)
+            self.start(run.spec, fresh=run.fresh, attempt=run.attempt + 1)
             return False
         if failed or crash is None and len(results) == len(run.refs) > 0:
             if failed:
@@ -303,6 +303,7 @@ class _Run:
     started: float
     refs: list[Any]  # one per worker
     group: Any  # the placement group holding a multi-worker run's workers together
+    fresh: bool = False  # --force: started afresh (its retries too, see claim_afresh)
     attempt: int = 1  # 2, 3, ...: started again after its worker or node was lost
     error: str | None = None  # why its workers could not be started
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from peftbench.checkpoints import CHECKPOINT_DIR, remove_checkpoint
+from peftbench.checkpoints import CHECKPOINT_DIR, claim_afresh, owned_by
 from peftbench.data import PreparedData, save_prepared
 from peftbench.logs import LOG
 from peftbench.results import PREDICTIONS_FILE, RECORD_FILE
@@ -80,14 +80,16 @@ def run_remote(
     holds `marker` (written by the driver with `token`); else a directory on this node.
     Workers other than 0 of a multi-worker run start from a copy of the run's checkpoint
     in a scratch directory, and return only their record and log. `fresh` (--force): start
-    from scratch, discarding a checkpoint left on this node or on the storage."""
+    from scratch, discarding a checkpoint left on this node or on the storage by an earlier
+    invocation (one this invocation wrote, before its worker was lost, is resumed from)."""
     shared = sees_shared_storage(Path(marker), token)
     run_dir = Path(work_dir) if shared else node_local_run_dir(spec)
     if fresh and not rank:
-        remove_checkpoint(run_dir)
+        claim_afresh(run_dir, token)
     if rank:
         scratch_dir = node_local_run_dir(spec).with_name(f"{spec.run_id}-{rank}")
-        run_dir = _worker_copy(run_dir, scratch_dir, with_checkpoint=not fresh)
+        own = not fresh or owned_by(run_dir, token)
+        run_dir = _worker_copy(run_dir, scratch_dir, with_checkpoint=own)
     run_dir.mkdir(parents=True, exist_ok=True)
     if threads and not spec.training.num_threads:
         import torch
