@@ -1,9 +1,9 @@
 """Is the fast default pipeline as accurate as the study's? (issue 11, part 2)
 
 Full fine-tuning and LoRA on MiniLM, IMDb 2,000 train / 1,000 test reviews, max length 256,
-2 epochs, the learning rates of configs/imdb-minilm-cpu.yaml, five seeds, each run once with
-the default pipeline and once with `training.pipeline: reference` (padded to max length, fp32,
-no length grouping, the model's attention dropout). Same seed = same subsets, same head
+2 epochs, the learning rates of configs/imdb-minilm-cpu.yaml, six seeds, each run once with the
+default pipeline and once with `training.pipeline: reference` (padded to max length, fp32, no
+length grouping, the model's attention dropout). Same seed = same subsets, same head
 initialisation and same epoch orders for both pipelines, so the runs pair by seed.
 
     PEFTBENCH_DATA_DIR=../shared/data .venv/bin/python benchmarks/pipeline_equivalence.py
@@ -175,7 +175,7 @@ def method_section(method: str, default: dict, reference: dict) -> list[str]:
     ]
 
 
-def write_result(seeds: list[int], elapsed: float | None) -> Path:
+def write_result(seeds: list[int], elapsed: float | None, notes: list[str]) -> Path:
     default, reference = load("default"), load("reference")
     now = datetime.now(UTC)
     precision = {r["precision"] for r in default.values()} or {"?"}
@@ -193,6 +193,7 @@ def write_result(seeds: list[int], elapsed: float | None) -> Path:
         "- test: paired by seed; equivalence declared only if the 95% t interval of the mean "
         f"difference lies inside +-{MARGIN_PP:.1f} pp (stricter than TOST at 5%, which uses the "
         "90% interval; its p is given too)",
+        *(f"- note: {note}" for note in notes),
         "",
     ]
     for method in ("full", "lora"):
@@ -204,9 +205,12 @@ def write_result(seeds: list[int], elapsed: float | None) -> Path:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seeds", default="0,1,2,3,4", help="comma-separated seeds")
+    parser.add_argument("--seeds", default="0,1,2,3,4,5", help="comma-separated seeds")
     parser.add_argument("--parallel", type=int, default=2, help="seeds trained at once")
     parser.add_argument("--analyse-only", action="store_true", help="only write the result")
+    parser.add_argument(
+        "--note", action="append", default=[], help="a line for the result (e.g. what else ran)"
+    )
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     started, code = datetime.now(UTC), 0
@@ -216,7 +220,7 @@ def main() -> int:
             code = max(code, run_seeds(seeds[start : start + args.parallel]))
             keep_runs()
     elapsed = None if args.analyse_only else (datetime.now(UTC) - started).total_seconds()
-    print(f"wrote {write_result(seeds, elapsed)}")
+    print(f"wrote {write_result(seeds, elapsed, args.note)}")
     return code
 
 
