@@ -82,14 +82,16 @@ def run_seeds(seeds: list[int]) -> int:
 
 
 def keep_runs() -> None:
-    """Copy the finished runs' records and predictions, machine paths removed, to KEPT."""
+    """Copy the successful runs' records and predictions, machine paths removed, to KEPT."""
     for pipeline in PIPELINES:
-        for source in sorted((OUTPUT / pipeline).glob(f"{RUNS_DIR}/*/*.json")):
-            if source.name not in (RECORD_FILE, PREDICTIONS_FILE):
+        for record in sorted((OUTPUT / pipeline).glob(f"{RUNS_DIR}/*/{RECORD_FILE}")):
+            if json.loads(record.read_text(encoding="utf-8"))["status"] != "success":
                 continue
-            target = KEPT / pipeline / source.relative_to(OUTPUT / pipeline)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text(scrub(source.read_text(encoding="utf-8"), ROOT), encoding="utf-8")
+            for source in (record, record.with_name(PREDICTIONS_FILE)):
+                target = KEPT / pipeline / source.relative_to(OUTPUT / pipeline)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                text = scrub(source.read_text(encoding="utf-8"), ROOT)
+                target.write_text(text, encoding="utf-8")
 
 
 def restore_runs() -> None:
