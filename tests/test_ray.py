@@ -154,6 +154,19 @@ def _kill_when_checkpointed(
     return thread
 
 
+def _mlflow_statuses(out: Path, name: str) -> dict[str, list[str]]:
+    """run id -> the statuses of its MLflow runs (in the default store under out)."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{out.resolve() / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name(name)
+    statuses: dict[str, list[str]] = {}
+    for run in client.search_runs([experiment.experiment_id]):
+        if "peftbench.run_id" in run.data.tags:  # not the experiment's report run
+            statuses.setdefault(run.data.tags["peftbench.run_id"], []).append(run.info.status)
+    return {run_id: sorted(found) for run_id, found in statuses.items()}
+
+
 def test_a_failing_run_and_a_killed_worker_are_recorded_and_the_killed_one_resumes(
     embedded_ray, tiny_roberta: Path, tiny_dataset: Path, tmp_path: Path
 ) -> None:
@@ -164,10 +177,15 @@ def test_a_failing_run_and_a_killed_worker_are_recorded_and_the_killed_one_resum
         "ia3": {"learning_rate": 2e-2},
     }
     raw = _config(tiny_roberta, tiny_dataset, out, LONG, methods, execution={"max_retries": 0})
+    raw["tracking"] = {"report_to": ["mlflow"]}
     config = _write(raw, tmp_path / "c.yaml")
     killer = _kill_when_checkpointed(out / "runs" / "lora-seed0")
     assert main(["run", str(config), "--parallel", "2"]) == 1
     killer.join()
+    # the killed worker's MLflow run is ended by the driver, not left RUNNING
+    statuses = _mlflow_statuses(out, raw["name"])
+    assert statuses["lora-seed0"] == ["FAILED"], statuses
+    assert statuses["ia3-seed0"] == ["FINISHED"]
 
     records = {r["run_id"]: r for r in load_records(out)[0]}
     assert records["ia3-seed0"]["status"] == "success"
@@ -195,6 +213,7 @@ def test_a_lost_worker_is_retried_from_its_checkpoint_and_force_starts_afresh(
     execution = {"backend": "ray", "storage": str(storage), "max_retries": 2}
     methods = {"lora": {"learning_rate": 5e-3}}
     raw = _config(tiny_roberta, tiny_dataset, out, LONG, methods, execution=execution)
+    raw["tracking"] = {"report_to": ["mlflow"]}
     config = _write(raw, tmp_path / "c.yaml")
     stored_run = storage / raw["name"] / "runs" / "lora-seed0"
     left_behind = tmp_path / "epoch-checkpoint.pt"
@@ -209,6 +228,10 @@ def test_a_lost_worker_is_retried_from_its_checkpoint_and_force_starts_afresh(
     assert record["run_info"]["execution"]["attempts"] >= 2
     assert record["train_info"]["resumed_from_epoch"] >= 1
     assert not checkpoint_file(stored_run).exists()  # a finished run removes its checkpoint
+    # each lost attempt's MLflow run is ended as FAILED; the last one finished
+    attempts = record["run_info"]["execution"]["attempts"]
+    expected = ["FAILED"] * (attempts - 1) + ["FINISHED"]
+    assert _mlflow_statuses(out, raw["name"]) == {"lora-seed0": expected}
 
     # A checkpoint left on the storage (by a run killed with no retry left), valid for this
     # run: without --force the run would resume from it (as above); --force discards it, so

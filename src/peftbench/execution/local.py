@@ -11,6 +11,7 @@ import multiprocessing
 import time
 from pathlib import Path
 
+from peftbench import tracking
 from peftbench.checkpoints import remove_checkpoint
 from peftbench.results import RECORD_FILE, RunProgress, failure_record, write_json_atomic
 from peftbench.run_spec import RunSpec
@@ -82,3 +83,4 @@ def record_if_missing(
     progress = progress or RunProgress()
     progress.started_at = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(started))
     write_json_atomic(record_file, failure_record(spec, status, error_type, message, progress))
+    tracking.end_abandoned(spec, started, status)

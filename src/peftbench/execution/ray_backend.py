@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from peftbench import tracking
 from peftbench.checkpoints import load_checkpoint
 from peftbench.config import ExecutionConfig, ExperimentConfig
 from peftbench.data import load_prepared
@@ -246,6 +247,7 @@ class RayBackend:
                 f"again from its last epoch checkpoint (retry {run.attempt} of "
                 f"{self.config.execution.max_retries})",
             )
+            tracking.end_abandoned(run.spec, run.started, "failed")
             self.start(run.spec, fresh=run.fresh, attempt=run.attempt + 1)
             return False
         if failed or crash is None and len(results) == len(run.refs) > 0:

@@ -170,6 +170,7 @@ def _run_with(backend: Backend, config: ExperimentConfig, force: bool) -> Experi
         for warning in info["warnings"]:
             LOG.info(f"  data warning: {warning}")
 
+        tracking.prepare_stores(config)
         scheduler = Scheduler(config, force, data_cache, prepared, backend)
         scheduler.run_all()
         records, skipped = load_records(output_dir)

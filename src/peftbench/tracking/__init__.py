@@ -184,6 +184,41 @@ def _finish(session: _Session, record_file: Path) -> None:
         write_json_atomic(record_file, record)
 
 
+def prepare_stores(config: ExperimentConfig) -> None:
+    """Create the trackers' stores once, in the driver, before the runs (each in its own
+    process, several at once) open them. A tracker that fails here is only a warning: each
+    run tries again and records its own warning."""
+    settings = settings_for(config)
+    if "mlflow" not in settings.report_to:
+        return
+    from peftbench.tracking.mlflow_tracker import prepare_store
+
+    try:
+        prepare_store(settings)
+    except Exception as exc:  # noqa: BLE001 - a tracker never fails the study
+        LOG.warning(f"MLflow store {settings.mlflow_uri} could not be prepared: {exc}")
+
+
+def end_abandoned(spec: Any, since: float, status: str) -> None:
+    """End the tracker runs that a run's process opened at or after `since` (epoch seconds)
+    and left open because it died (killed, out of memory, its Ray worker or node lost): the
+    runner calls this for such a run, so the tracker shows it ended (FAILED or KILLED) rather
+    than RUNNING forever. Only MLflow keeps such a state; W&B marks a silent run "crashed"
+    itself, and TensorBoard has none. A tracker that cannot be reached is only a warning."""
+    settings: TrackingSettings | None = getattr(spec, "tracking", None)
+    if settings is None or "mlflow" not in settings.report_to:
+        return
+    from peftbench.tracking.mlflow_tracker import end_abandoned_runs
+
+    try:
+        ended = end_abandoned_runs(settings, RunIdentity.of(spec).tags, since, status)
+    except Exception as exc:  # noqa: BLE001 - a tracker never fails the study
+        LOG.warning(f"{spec.run_id}: could not end its abandoned MLflow run: {exc}")
+        return
+    if ended:
+        LOG.info(f"{spec.run_id}: ended its MLflow run left open by the lost process ({status})")
+
+
 def _train_totals(train_info: dict[str, Any]) -> dict[str, Any]:
     """train_info without its per-epoch list (logged per epoch already)."""
     return {key: value for key, value in train_info.items() if key != "epochs"}

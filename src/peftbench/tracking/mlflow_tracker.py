@@ -19,30 +19,47 @@ BATCH_METRICS = 1000
 STATUS = {"success": "FINISHED", "failed": "FAILED", "canceled": "KILLED"}
 
 
+def experiment_id(client: Any, name: str, artifact_location: str | None) -> str:
+    """The experiment's id, made if it does not exist yet."""
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    try:
+        return client.create_experiment(name, artifact_location=artifact_location)
+    except Exception:  # made meanwhile by another run's process
+        found = client.get_experiment_by_name(name)
+        if found is None:
+            raise
+        return found.experiment_id
+
+
+def prepare_store(settings: Any) -> None:
+    """Create the store (a new SQLite database is migrated to MLflow's schema on first use)
+    and the experiment, once, before the runs start: two runs' processes doing it at the
+    same moment race in that migration ("table _alembic_tmp_... already exists")."""
+    from mlflow.tracking import MlflowClient
+
+    experiment_id(
+        MlflowClient(tracking_uri=settings.mlflow_uri),
+        settings.experiment,
+        settings.mlflow_artifacts,
+    )
+
+
 class MlflowTracker:
     def __init__(self, settings: Any, identity: RunIdentity) -> None:
         from mlflow.tracking import MlflowClient
 
         self.uri = settings.mlflow_uri
         self.client = MlflowClient(tracking_uri=self.uri)
-        self.experiment_id = self._experiment(settings.experiment, settings.mlflow_artifacts)
+        self.experiment_id = experiment_id(
+            self.client, settings.experiment, settings.mlflow_artifacts
+        )
         tags = dict(identity.tags)
         if identity.parent is not None:
             tags["mlflow.parentRunId"] = self._parent_run(identity.parent, identity.tags)
         run = self.client.create_run(self.experiment_id, run_name=identity.run_name, tags=tags)
         self.run_id = run.info.run_id
-
-    def _experiment(self, name: str, artifact_location: str | None) -> str:
-        found = self.client.get_experiment_by_name(name)
-        if found is not None:
-            return found.experiment_id
-        try:
-            return self.client.create_experiment(name, artifact_location=artifact_location)
-        except Exception:  # made meanwhile by another run's process
-            found = self.client.get_experiment_by_name(name)
-            if found is None:
-                raise
-            return found.experiment_id
 
     def _parent_run(self, name: str, tags: dict[str, str]) -> str:
         """The run that a method's search trials nest under, made by the first trial."""
@@ -97,3 +114,25 @@ class MlflowTracker:
             "experiment_id": self.experiment_id,
             "run_id": self.run_id,
         }
+
+
+def end_abandoned_runs(settings: Any, tags: dict[str, str], since: float, status: str) -> int:
+    """Mark this run's MLflow runs that are still RUNNING and started at or after `since`
+    (an attempt whose process died) as `status`; how many there were."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=settings.mlflow_uri)
+    experiment = client.get_experiment_by_name(settings.experiment)
+    if experiment is None:
+        return 0
+    same_run = " and ".join(
+        f"tags.`{key}` = '{tags[key]}'" for key in ("peftbench.run_id", "peftbench.config_hash")
+    )
+    found = client.search_runs(
+        [experiment.experiment_id],
+        filter_string=f"{same_run} and attributes.status = 'RUNNING' "
+        f"and attributes.start_time >= {int(since * 1000)}",
+    )
+    for run in found:
+        client.set_terminated(run.info.run_id, STATUS.get(status, "FAILED"))
+    return len(found)
