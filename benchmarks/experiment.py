@@ -30,10 +30,12 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
+from run_copies import copy_runs, restore_runs
+
 from peftbench.measure import describe_machine
 from peftbench.report import build_report
 from peftbench.report.paths import scrub
-from peftbench.results import PREDICTIONS_FILE, RECORD_FILE, RUNS_DIR, load_records
+from peftbench.results import load_records
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -73,32 +75,22 @@ def commit_runs(output_dir: Path, stem: str) -> Path:
     runs_copy, report_copy = RESULTS / f"{stem}-runs", RESULTS / f"{stem}-report"
     shutil.rmtree(runs_copy, ignore_errors=True)
     shutil.rmtree(report_copy, ignore_errors=True)
-    sources = [output_dir / "experiment.yaml"]
-    for name in (RECORD_FILE, PREDICTIONS_FILE):
-        sources += sorted(output_dir.glob(f"{RUNS_DIR}/*/{name}"))
-    for source in sources:
-        target = runs_copy / source.relative_to(output_dir)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(scrub(source.read_text(encoding="utf-8"), ROOT), encoding="utf-8")
+    copy_runs(output_dir, runs_copy, with_config=True)
     build_report([runs_copy], report_copy, ("md",))
     return report_copy
 
 
-def restore_runs(output_dir: Path, name: str) -> None:
+def restore_latest_runs(output_dir: Path, name: str) -> None:
     """Copy back the runs of the newest committed <name>-<date>-runs/ that output_dir lacks."""
     committed = sorted(RESULTS.glob(f"{name}-20[0-9][0-9]-[0-9][0-9]-[0-9][0-9]-runs"))
-    if not committed:
-        return
-    for run_dir in sorted((committed[-1] / RUNS_DIR).glob("*")):
-        target = output_dir / RUNS_DIR / run_dir.name
-        if not (target / RECORD_FILE).exists():
-            shutil.copytree(run_dir, target, dirs_exist_ok=True)
+    if committed:
+        restore_runs(committed[-1], output_dir)
 
 
 def main() -> int:
     args = parse_args()
     output_dir = ROOT / "results" / f"benchmark-{args.name}"
-    restore_runs(output_dir, args.name)
+    restore_latest_runs(output_dir, args.name)
     overrides = [*args.overrides, f"output_dir={output_dir}"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     env.setdefault("PEFTBENCH_DATA_DIR", str(ROOT.parent / "shared" / "data"))

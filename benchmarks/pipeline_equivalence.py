@@ -29,25 +29,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+from run_copies import copy_runs, restore_runs
 from scipy import stats as scipy_stats
 
 from peftbench import stats
 from peftbench.measure import describe_machine
-from peftbench.report.paths import scrub
-from peftbench.results import (
-    PREDICTIONS_FILE,
-    RECORD_FILE,
-    RUNS_DIR,
-    load_records,
-    predictions_path,
-)
+from peftbench.results import load_records, predictions_path
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -84,22 +77,7 @@ def run_seeds(seeds: list[int]) -> int:
 def keep_runs() -> None:
     """Copy the successful runs' records and predictions, machine paths removed, to KEPT."""
     for pipeline in PIPELINES:
-        for record in sorted((OUTPUT / pipeline).glob(f"{RUNS_DIR}/*/{RECORD_FILE}")):
-            if json.loads(record.read_text(encoding="utf-8"))["status"] != "success":
-                continue
-            for source in (record, record.with_name(PREDICTIONS_FILE)):
-                target = KEPT / pipeline / source.relative_to(OUTPUT / pipeline)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                text = scrub(source.read_text(encoding="utf-8"), ROOT)
-                target.write_text(text, encoding="utf-8")
-
-
-def restore_runs() -> None:
-    """Put committed runs back where the runner finds them (those it does not have yet)."""
-    for source_dir in sorted(KEPT.glob(f"*/{RUNS_DIR}/*")):
-        target_dir = OUTPUT / source_dir.relative_to(KEPT)
-        if not (target_dir / RECORD_FILE).exists():
-            shutil.copytree(source_dir, target_dir, dirs_exist_ok=True)
+        copy_runs(OUTPUT / pipeline, KEPT / pipeline, only_successful=True)
 
 
 def load(pipeline: str) -> dict[tuple[str, int], dict]:
@@ -216,7 +194,8 @@ def main() -> int:
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     started, code = datetime.now(UTC), 0
-    restore_runs()
+    for pipeline in PIPELINES:  # committed runs the runner does not have yet
+        restore_runs(KEPT / pipeline, OUTPUT / pipeline)
     if not args.analyse_only:
         for start in range(0, len(seeds), args.parallel):
             code = max(code, run_seeds(seeds[start : start + args.parallel]))
