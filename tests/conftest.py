@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -205,6 +208,28 @@ def loop_state(model, data, training, method, params, optimizer=None, scheduler=
         scheduler=scheduler,
         scaler=torch.amp.GradScaler("cpu", enabled=False),
     )
+
+
+@contextmanager
+def embedded_ray(prefix: str, **resources: int) -> Iterator[None]:
+    """A small embedded Ray for a test (2 CPUs unless said, a 120 MiB object store, no
+    dashboard, quiet), in its own temp dir, shut down and removed afterwards."""
+    import ray
+
+    temp_dir = tempfile.mkdtemp(prefix=prefix, dir="/tmp")
+    ray.init(
+        **{"num_cpus": 2, **resources},
+        object_store_memory=120 * 2**20,
+        include_dashboard=False,
+        log_to_driver=False,
+        logging_level="ERROR",
+        _temp_dir=temp_dir,
+    )
+    try:
+        yield
+    finally:
+        ray.shutdown()
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 def assert_valid_record(path: Path) -> None:

@@ -13,7 +13,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -21,7 +20,7 @@ from pathlib import Path
 import psutil
 import pytest
 import yaml
-from conftest import REPO, tiny_config
+from conftest import REPO, embedded_ray, tiny_config
 
 from peftbench.checkpoints import checkpoint_file, load_checkpoint
 from peftbench.cli import main
@@ -44,23 +43,13 @@ EPOCH_TIMES = {"train_time_s", "eval_time_s"}
 SERVING_TIMES = {"latency_s_per_example_batch1", "throughput_examples_per_s"}
 
 
-@pytest.fixture(scope="module")
-def embedded_ray():
+@pytest.fixture(scope="module", name="embedded_ray")
+def embedded_ray_fixture():
     """One embedded Ray for the module (2 CPUs, a small object store, no dashboard).
 
     run_experiment uses a Ray that is already initialised and leaves it running."""
-    temp_dir = tempfile.mkdtemp(prefix="pb-ray-", dir="/tmp")
-    ray.init(
-        num_cpus=2,
-        object_store_memory=120 * 2**20,
-        include_dashboard=False,
-        log_to_driver=False,
-        logging_level="ERROR",
-        _temp_dir=temp_dir,
-    )
-    yield ray
-    ray.shutdown()
-    shutil.rmtree(temp_dir, ignore_errors=True)
+    with embedded_ray("pb-ray-"):
+        yield ray
 
 
 def _write(raw: dict, path: Path) -> Path:

@@ -9,13 +9,11 @@ that variable, is CUDA's contract, checked by benchmarks/gpu_check.py on a GPU m
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import tiny_config
+from conftest import embedded_ray, tiny_config
 
 from peftbench.cli import main
 from peftbench.results import load_records
@@ -27,19 +25,8 @@ pytestmark = pytest.mark.xdist_group("ray")
 
 @pytest.fixture()
 def ray_with_two_gpus():
-    temp_dir = tempfile.mkdtemp(prefix="pb-gpus-", dir="/tmp")
-    ray.init(
-        num_cpus=2,
-        num_gpus=2,
-        object_store_memory=120 * 2**20,
-        include_dashboard=False,
-        log_to_driver=False,
-        logging_level="ERROR",
-        _temp_dir=temp_dir,
-    )
-    yield
-    ray.shutdown()
-    shutil.rmtree(temp_dir, ignore_errors=True)
+    with embedded_ray("pb-gpus-", num_gpus=2):
+        yield
 
 
 def test_each_run_sees_only_its_own_gpu(
