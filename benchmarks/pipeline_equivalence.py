@@ -8,6 +8,13 @@ initialisation and same epoch orders for both pipelines, so the runs pair by see
 
     PEFTBENCH_DATA_DIR=../shared/data .venv/bin/python benchmarks/pipeline_equivalence.py
     ... pipeline_equivalence.py --analyse-only     # only rewrite the result file
+    ... pipeline_equivalence.py --ablate training.precision=fp32 --methods full
+
+`--ablate KEY=VALUE` trains a third arm, the default pipeline with that one switch set as the
+reference sets it, for the same seeds (default and reference runs are reused, not retrained):
+the result then shows, per method, the arm against the reference (is it equivalent?) and against
+the default (what the switch costs or gains), paired by seed. Each ablation is its own arm, kept
+like the others, so ablations from several sessions add up.
 
 Every run trains on one thread (`training.num_threads=1`), and `--parallel` seeds (default 2,
 one per core) train at once, each pipeline's in turn: the two pipelines of a seed see the same
@@ -53,31 +60,41 @@ WORKLOAD = [
     "training.epochs=2",
     "training.num_threads=1",
 ]
-METHODS = 'methods={"full": {"learning_rate": 5.0e-5}, "lora": {"learning_rate": 2.0e-3}}'
+LEARNING_RATES = {"full": 5.0e-5, "lora": 2.0e-3}
 PIPELINES = ("default", "reference")
+ABLATION_PREFIX = "default+"  # an ablation arm's name: default+<key>=<value>
 MARGIN_PP = 1.0  # equivalence margin of the issue
 
 
-def run_seeds(seeds: list[int]) -> int:
-    """Both pipelines for these seeds, the seeds' runs in parallel (one thread each)."""
+def arm_overrides(arm: str) -> list[str]:
+    """The overrides that make an arm: a pipeline, or the default with one switch changed."""
+    if arm.startswith(ABLATION_PREFIX):
+        return ["training.pipeline=default", arm.removeprefix(ABLATION_PREFIX)]
+    return [f"training.pipeline={arm}"]
+
+
+def run_seeds(arms: list[str], methods: list[str], seeds: list[int]) -> int:
+    """Each arm for these seeds in turn, the seeds' runs in parallel (one thread each)."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     env.setdefault("PEFTBENCH_DATA_DIR", str(ROOT.parent / "shared" / "data"))
+    chosen = {m: {"learning_rate": LEARNING_RATES[m]} for m in methods}
     code = 0
-    for pipeline in PIPELINES:
+    for arm in arms:
         command = [
-            *(sys.executable, "-m", "peftbench.cli", "run", CONFIG, METHODS, *WORKLOAD),
-            f"training.pipeline={pipeline}",
-            f"output_dir={OUTPUT / pipeline}",
+            *(sys.executable, "-m", "peftbench.cli", "run", CONFIG),
+            *(f"methods={json.dumps(chosen)}", *WORKLOAD),
+            *arm_overrides(arm),
+            f"output_dir={OUTPUT / arm}",
             *("--seeds", ",".join(map(str, seeds)), "--parallel", str(len(seeds))),
         ]
         code = max(code, subprocess.call(command, env=env, cwd=ROOT))
     return code
 
 
-def keep_runs() -> None:
+def keep_runs(arms: list[str]) -> None:
     """Copy the successful runs' records and predictions, machine paths removed, to KEPT."""
-    for pipeline in PIPELINES:
-        copy_runs(OUTPUT / pipeline, KEPT / pipeline, only_successful=True)
+    for arm in arms:
+        copy_runs(OUTPUT / arm, KEPT / arm, only_successful=True)
 
 
 def load(pipeline: str) -> dict[tuple[str, int], dict]:
@@ -108,57 +125,74 @@ def tost_p(differences: np.ndarray, margin: float) -> float:
     return float(max(p_low, p_high))
 
 
-def method_section(method: str, default: dict, reference: dict) -> list[str]:
-    seeds = sorted(s for m, s in default if m == method and (m, s) in reference)
+def comparison(method: str, arms: dict[str, dict], a: str, b: str, verdict: bool) -> list[str]:
+    """Arm a against arm b for one method, paired by seed: per-seed accuracies, McNemar's
+    test, the mean difference (a - b) with its 95% t interval, TOST against the margin, each
+    arm's seed-to-seed spread and the training-time ratio of the same runs. With `verdict`,
+    whether a is shown equivalent to b (and not worse than it)."""
+    runs_a, runs_b = arms[a], arms[b]
+    seeds = sorted(s for m, s in runs_a if m == method and (m, s) in runs_b)
     lines = [
-        f"## {method}",
+        f"### {method}: {a} vs {b}",
         "",
-        "| seed | default (%) | reference (%) | difference (pp) | McNemar p | train s default"
-        " / reference |",
+        f"| seed | {a} (%) | {b} (%) | difference (pp) | McNemar p | train s {a} / {b} |",
         "| ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for seed in seeds:
-        d, r = default[(method, seed)], reference[(method, seed)]
-        p = stats.mcnemar_exact(r["labels"], r["predictions"], d["predictions"]).p_value
+        x, y = runs_a[(method, seed)], runs_b[(method, seed)]
+        p = stats.mcnemar_exact(y["labels"], y["predictions"], x["predictions"]).p_value
         lines.append(
-            f"| {seed} | {d['accuracy']:.1f} | {r['accuracy']:.1f} | "
-            f"{d['accuracy'] - r['accuracy']:+.1f} | {p:.3f} | "
-            f"{d['train_s']:.0f} / {r['train_s']:.0f} |"
+            f"| {seed} | {x['accuracy']:.1f} | {y['accuracy']:.1f} | "
+            f"{x['accuracy'] - y['accuracy']:+.1f} | {p:.3f} | "
+            f"{x['train_s']:.0f} / {y['train_s']:.0f} |"
         )
     if len(seeds) < 2:
         return [*lines, "", f"{len(seeds)} complete pair(s): too few for an interval.", ""]
     diffs = np.array(
-        [default[(method, s)]["accuracy"] - reference[(method, s)]["accuracy"] for s in seeds]
+        [runs_a[(method, s)]["accuracy"] - runs_b[(method, s)]["accuracy"] for s in seeds]
     )
     interval = stats.seed_interval(diffs.tolist())
-    p_tost = tost_p(diffs, MARGIN_PP)
     spread = {
-        name: np.std([runs[(method, s)]["accuracy"] for s in seeds], ddof=1)
-        for name, runs in (("default", default), ("reference", reference))
+        name: np.std([arms[name][(method, s)]["accuracy"] for s in seeds], ddof=1)
+        for name in (a, b)
     }
-    equivalent = -MARGIN_PP < interval.low and interval.high < MARGIN_PP
-    speed = sum(reference[(method, s)]["train_s"] for s in seeds) / sum(
-        default[(method, s)]["train_s"] for s in seeds
+    speed = sum(runs_b[(method, s)]["train_s"] for s in seeds) / sum(
+        runs_a[(method, s)]["train_s"] for s in seeds
     )
-    verdict = "equivalent" if equivalent else "NOT shown equivalent"
+    lines += [
+        "",
+        f"- mean paired difference ({a} - {b}) over {len(seeds)} seeds: "
+        f"{interval.estimate:+.2f} pp, 95% t interval [{interval.low:+.2f}, {interval.high:+.2f}]"
+        f" pp; TOST against +-{MARGIN_PP:.1f} pp: p = {tost_p(diffs, MARGIN_PP):.3f}",
+    ]
+    if verdict:
+        equivalent = -MARGIN_PP < interval.low and interval.high < MARGIN_PP
+        not_worse = -MARGIN_PP < interval.low
+        lines += [
+            f"- equivalent (95% interval inside +-{MARGIN_PP:.1f} pp): "
+            f"**{'yes' if equivalent else 'NOT shown'}**; loses less than {MARGIN_PP:.1f} pp "
+            f"(non-inferiority, lower bound above -{MARGIN_PP:.1f} pp): "
+            f"**{'yes' if not_worse else 'NOT shown'}**",
+        ]
     return [
         *lines,
-        "",
-        f"- mean paired difference (default - reference) over {len(seeds)} seeds: "
-        f"{interval.estimate:+.2f} pp, 95% t interval [{interval.low:+.2f}, {interval.high:+.2f}]"
-        f" pp; TOST against +-{MARGIN_PP:.1f} pp: p = {p_tost:.3f}",
-        f"- verdict (95% interval inside +-{MARGIN_PP:.1f} pp): **{verdict}**",
-        f"- seed-to-seed spread (SD of accuracy): default {spread['default']:.2f} pp, "
-        f"reference {spread['reference']:.2f} pp",
-        f"- training time, reference / default, same runs: {speed:.2f}x",
+        f"- seed-to-seed spread (SD of accuracy): {a} {spread[a]:.2f} pp, {b} {spread[b]:.2f} pp",
+        f"- training time, {b} / {a}, same runs: {speed:.2f}x",
         "",
     ]
 
 
+def ablation_arms() -> list[str]:
+    """The ablation arms run so far (here or in a committed copy)."""
+    names = {d.name for base in (OUTPUT, KEPT) if base.is_dir() for d in base.iterdir()}
+    return sorted(n for n in names if n.startswith(ABLATION_PREFIX))
+
+
 def write_result(seeds: list[int], elapsed: float | None, notes: list[str]) -> Path:
-    default, reference = load("default"), load("reference")
+    ablations = ablation_arms()
+    arms = {arm: load(arm) for arm in [*PIPELINES, *ablations]}
     now = datetime.now(UTC)
-    precision = {r["precision"] for r in default.values()} or {"?"}
+    precision = {r["precision"] for r in arms["default"].values()} or {"?"}
     lines = [
         f"# Default vs reference pipeline, accuracy over seeds (issue 11) — {now:%Y-%m-%d}",
         "",
@@ -167,7 +201,11 @@ def write_result(seeds: list[int], elapsed: float | None, notes: list[str]) -> P
         f"- machine: {describe_machine()}",
         "- command: `PEFTBENCH_DATA_DIR=../shared/data .venv/bin/python "
         f"benchmarks/pipeline_equivalence.py --seeds {','.join(map(str, seeds))}` (two seeds "
-        "at a time, one thread per run)",
+        "at a time, one thread per run)"
+        + "".join(
+            f"; ablation: the same with `--ablate {a.removeprefix(ABLATION_PREFIX)}`"
+            for a in ablations
+        ),
         f"- workload: `{CONFIG}` with {' '.join(WORKLOAD)}, max length 256, batch 16; "
         f"learning rates full 5e-5, LoRA 2e-3; default pipeline precision {', '.join(precision)}",
         "- test: paired by seed; equivalence declared only if the 95% t interval of the mean "
@@ -176,8 +214,13 @@ def write_result(seeds: list[int], elapsed: float | None, notes: list[str]) -> P
         *(f"- note: {note}" for note in notes),
         "",
     ]
-    for method in ("full", "lora"):
-        lines += method_section(method, default, reference)
+    for method in LEARNING_RATES:
+        lines += [f"## {method}", ""]
+        lines += comparison(method, arms, "default", "reference", verdict=True)
+        for ablation in ablations:
+            if any(m == method for m, _ in arms[ablation]):
+                lines += comparison(method, arms, ablation, "reference", verdict=True)
+                lines += comparison(method, arms, ablation, "default", verdict=False)
     out = RESULTS / f"pipeline-equivalence-cpu-{now:%Y-%m-%d}.md"
     out.write_text("\n".join(lines), encoding="utf-8")
     return out
@@ -191,15 +234,30 @@ def main() -> int:
     parser.add_argument(
         "--note", action="append", default=[], help="a line for the result (e.g. what else ran)"
     )
+    parser.add_argument(
+        "--ablate",
+        metavar="KEY=VALUE",
+        help="train only the default pipeline with this one switch changed (a third arm), "
+        "e.g. training.precision=fp32",
+    )
+    parser.add_argument(
+        "--methods", default=",".join(LEARNING_RATES), help="comma-separated: full, lora"
+    )
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
+    methods = args.methods.split(",")
+    if unknown := set(methods) - set(LEARNING_RATES):
+        parser.error(f"unknown method(s) {sorted(unknown)}; choose from {list(LEARNING_RATES)}")
+    if args.ablate is not None and "=" not in args.ablate:
+        parser.error(f"--ablate {args.ablate}: give KEY=VALUE, e.g. training.precision=fp32")
+    arms = [ABLATION_PREFIX + args.ablate] if args.ablate else list(PIPELINES)
     started, code = datetime.now(UTC), 0
-    for pipeline in PIPELINES:  # committed runs the runner does not have yet
-        restore_runs(KEPT / pipeline, OUTPUT / pipeline)
+    for arm in [*PIPELINES, *ablation_arms()]:  # committed runs the runner does not have yet
+        restore_runs(KEPT / arm, OUTPUT / arm)
     if not args.analyse_only:
         for start in range(0, len(seeds), args.parallel):
-            code = max(code, run_seeds(seeds[start : start + args.parallel]))
-            keep_runs()
+            code = max(code, run_seeds(arms, methods, seeds[start : start + args.parallel]))
+            keep_runs(arms)
     elapsed = None if args.analyse_only else (datetime.now(UTC) - started).total_seconds()
     print(f"wrote {write_result(seeds, elapsed, args.note)}")
     return code
