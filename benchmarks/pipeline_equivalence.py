@@ -159,6 +159,10 @@ def comparison(method: str, arms: dict[str, dict], a: str, b: str, verdict: bool
     speed = sum(runs_b[(method, s)]["train_s"] for s in seeds) / sum(
         runs_a[(method, s)]["train_s"] for s in seeds
     )
+    # Robust to a few seeds whose runs shared the machine with other work.
+    median_speed = np.median(
+        [runs_b[(method, s)]["train_s"] / runs_a[(method, s)]["train_s"] for s in seeds]
+    )
     lines += [
         "",
         f"- mean paired difference ({a} - {b}) over {len(seeds)} seeds: "
@@ -177,7 +181,8 @@ def comparison(method: str, arms: dict[str, dict], a: str, b: str, verdict: bool
     return [
         *lines,
         f"- seed-to-seed spread (SD of accuracy): {a} {spread[a]:.2f} pp, {b} {spread[b]:.2f} pp",
-        f"- training time, {b} / {a}, same runs: {speed:.2f}x",
+        f"- training time, {b} / {a}, same runs: {speed:.2f}x in total, median per seed "
+        f"{median_speed:.2f}x",
         "",
     ]
 
@@ -200,11 +205,17 @@ def write_result(seeds: list[int], elapsed: float | None, notes: list[str]) -> P
         + (f"; this invocation {elapsed:.0f} s" if elapsed else ""),
         f"- machine: {describe_machine()}",
         "- command: `PEFTBENCH_DATA_DIR=../shared/data .venv/bin/python "
-        f"benchmarks/pipeline_equivalence.py --seeds {','.join(map(str, seeds))}` (two seeds "
-        "at a time, one thread per run)"
-        + "".join(
-            f"; ablation: the same with `--ablate {a.removeprefix(ABLATION_PREFIX)}`"
-            for a in ablations
+        "benchmarks/pipeline_equivalence.py --seeds SEEDS [--methods METHODS] [--ablate "
+        "KEY=VALUE]` (two seeds at a time, one thread per run); this file: the same with "
+        f"`--analyse-only --seeds {','.join(map(str, seeds))}`",
+        *(
+            f"- runs of {arm}: "
+            + "; ".join(
+                f"{method} seeds {','.join(str(s) for m, s in sorted(arms[arm]) if m == method)}"
+                for method in LEARNING_RATES
+                if any(m == method for m, _ in arms[arm])
+            )
+            for arm in arms
         ),
         f"- workload: `{CONFIG}` with {' '.join(WORKLOAD)}, max length 256, batch 16; "
         f"learning rates full 5e-5, LoRA 2e-3; default pipeline precision {', '.join(precision)}",
