@@ -97,9 +97,9 @@ def keep_runs(arms: list[str]) -> None:
         copy_runs(OUTPUT / arm, KEPT / arm, only_successful=True)
 
 
-def load(pipeline: str) -> dict[tuple[str, int], dict]:
+def load(arm: str) -> dict[tuple[str, int], dict]:
     """(method, seed) -> accuracy, train time, labels and predictions of successful runs."""
-    directory = OUTPUT / pipeline
+    directory = OUTPUT / arm
     runs = {}
     for record in load_records(directory)[0]:
         if record["status"] != "success":
@@ -114,6 +114,11 @@ def load(pipeline: str) -> dict[tuple[str, int], dict]:
             "precision": record["train_info"].get("precision"),
         }
     return runs
+
+
+def seeds_of(runs: dict[tuple[str, int], dict], method: str) -> list[int]:
+    """The seeds an arm's loaded runs have for one method, in order."""
+    return sorted(seed for m, seed in runs if m == method)
 
 
 def tost_p(differences: np.ndarray, margin: float) -> float:
@@ -131,7 +136,7 @@ def comparison(method: str, arms: dict[str, dict], a: str, b: str, verdict: bool
     arm's seed-to-seed spread and the training-time ratio of the same runs. With `verdict`,
     whether a is shown equivalent to b (and not worse than it)."""
     runs_a, runs_b = arms[a], arms[b]
-    seeds = sorted(s for m, s in runs_a if m == method and (m, s) in runs_b)
+    seeds = [s for s in seeds_of(runs_a, method) if (method, s) in runs_b]
     lines = [
         f"### {method}: {a} vs {b}",
         "",
@@ -198,6 +203,10 @@ def write_result(seeds: list[int], elapsed: float | None, notes: list[str]) -> P
     arms = {arm: load(arm) for arm in [*PIPELINES, *ablations]}
     now = datetime.now(UTC)
     precision = {r["precision"] for r in arms["default"].values()} or {"?"}
+    learning_rates = ", ".join(
+        f"{method} {np.format_float_scientific(rate, trim='-', exp_digits=1)}"
+        for method, rate in LEARNING_RATES.items()
+    )
     lines = [
         f"# Default vs reference pipeline, accuracy over seeds (issue 11) — {now:%Y-%m-%d}",
         "",
@@ -211,14 +220,14 @@ def write_result(seeds: list[int], elapsed: float | None, notes: list[str]) -> P
         *(
             f"- runs of {arm}: "
             + "; ".join(
-                f"{method} seeds {','.join(str(s) for m, s in sorted(arms[arm]) if m == method)}"
+                f"{method} seeds {','.join(map(str, seeds_of(runs, method)))}"
                 for method in LEARNING_RATES
-                if any(m == method for m, _ in arms[arm])
+                if seeds_of(runs, method)
             )
-            for arm in arms
+            for arm, runs in arms.items()
         ),
         f"- workload: `{CONFIG}` with {' '.join(WORKLOAD)}, max length 256, batch 16; "
-        f"learning rates full 5e-5, LoRA 2e-3; default pipeline precision {', '.join(precision)}",
+        f"learning rates {learning_rates}; default pipeline precision {', '.join(precision)}",
         "- test: paired by seed; equivalence declared only if the 95% t interval of the mean "
         f"difference lies inside +-{MARGIN_PP:.1f} pp (stricter than TOST at 5%, which uses the "
         "90% interval; its p is given too)",
@@ -229,7 +238,7 @@ def write_result(seeds: list[int], elapsed: float | None, notes: list[str]) -> P
         lines += [f"## {method}", ""]
         lines += comparison(method, arms, "default", "reference", verdict=True)
         for ablation in ablations:
-            if any(m == method for m, _ in arms[ablation]):
+            if seeds_of(arms[ablation], method):
                 lines += comparison(method, arms, ablation, "reference", verdict=True)
                 lines += comparison(method, arms, ablation, "default", verdict=False)
     out = RESULTS / f"pipeline-equivalence-cpu-{now:%Y-%m-%d}.md"
