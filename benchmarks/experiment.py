@@ -9,7 +9,9 @@ writes benchmarks/results/<name>-<date>.md (date, machine, command, config, wall
 per-run table, accuracy per epoch), copies the run records (record.json, predictions.json,
 experiment.yaml; machine paths removed) to <name>-<date>-runs/ and builds the full report
 (report.md, summary.md, plots) from them in <name>-<date>-report/. With --min-accuracy it
-exits 1 unless every final run beats it.
+exits 1 unless every final run beats it. With --reference the report shows the reference
+study's published rows and tests its accuracy orderings on these runs (the result file repeats
+that section).
 
 Benchmarks longer than a session: a start first copies back the runs of the newest committed
 <name>-*-runs/ that results/benchmark-<name>/ lacks, so it goes on where the last one stopped,
@@ -35,6 +37,7 @@ from run_copies import copy_runs, restore_runs
 from peftbench.measure import describe_machine
 from peftbench.report import build_report
 from peftbench.report.paths import scrub
+from peftbench.report.study_orderings import TITLE as STUDY_ORDERINGS
 from peftbench.results import load_records
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -53,6 +56,11 @@ def parse_args() -> argparse.Namespace:
         action="store_true",
         help="run nothing: write the result file and the runs copy of the finished runs",
     )
+    parser.add_argument(
+        "--reference",
+        action="store_true",
+        help="the report shows the study's published rows and tests its orderings here",
+    )
     parser.add_argument("overrides", nargs="*", help="config overrides such as data.train_size=500")
     return parser.parse_intermixed_args()
 
@@ -67,7 +75,7 @@ def runs_wall_time_s(records: list[dict]) -> float | None:
     return (max(ends) - min(starts)).total_seconds() if records else None
 
 
-def commit_runs(output_dir: Path, stem: str) -> Path:
+def commit_runs(output_dir: Path, stem: str, reference: bool) -> Path:
     """Copy what regenerates the report (experiment.yaml, each run's record.json and
     predictions.json; no models, checkpoints or caches), machine paths removed, to
     <stem>-runs/, and build the report from that copy into <stem>-report/. A later renderer
@@ -76,7 +84,7 @@ def commit_runs(output_dir: Path, stem: str) -> Path:
     shutil.rmtree(runs_copy, ignore_errors=True)
     shutil.rmtree(report_copy, ignore_errors=True)
     copy_runs(output_dir, runs_copy, with_config=True)
-    build_report([runs_copy], report_copy, ("md",))
+    build_report([runs_copy], report_copy, ("md",), reference)
     return report_copy
 
 
@@ -108,6 +116,7 @@ def main() -> int:
         ["PEFTBENCH_DATA_DIR=../shared/data .venv/bin/python benchmarks/experiment.py"]
         + [str(args.config), "--name", args.name]
         + ([f"--min-accuracy {args.min_accuracy}"] if args.min_accuracy is not None else [])
+        + (["--reference"] if args.reference else [])
         + args.overrides
     )
     lines = [
@@ -149,10 +158,13 @@ def main() -> int:
             line += f" — target > {100 * args.min_accuracy:.0f}%: " + ("met" if ok else "NOT met")
         lines.append(line)
 
-    report = commit_runs(output_dir, stem) / "report.md"
+    report = commit_runs(output_dir, stem, args.reference) / "report.md"
     if report.exists():
-        bottom = report.read_text(encoding="utf-8").split("## Bottom line\n")[1].split("\n## ")[0]
-        lines += ["", "## Bottom line (from the report)", bottom.rstrip()]
+        text = report.read_text(encoding="utf-8")
+        for title in ("Bottom line", STUDY_ORDERINGS):
+            if f"## {title}\n" in text:
+                section = text.split(f"## {title}\n")[1].split("\n## ")[0]
+                lines += ["", f"## {title} (from the report)", section.rstrip()]
     out = RESULTS / f"{stem}.md"
     out.write_text("\n".join(lines) + "\n", encoding="utf-8")
     print(f"wrote {out}, {stem}-runs/ and {stem}-report/")

@@ -524,3 +524,47 @@ def test_html_renders_in_headless_chromium(
         [*flags, "--dump-dom", page], check=True, capture_output=True, text=True, timeout=120
     ).stdout
     assert "<table>" in dom and "<img" in dom and "88.50 ± 0.50" in dom
+
+
+def test_the_study_orderings_are_tested_with_the_paired_comparisons(tmp_path: Path) -> None:
+    out = tmp_path / "exp"
+    # Two seeds. Full 90.0 / 89.5 %, QLoRA 80 %, LoRA 85.25 %, IA3 85.10 %: the study's
+    # Full > QLoRA > LoRA > IA3 holds for Full over each, is reversed for QLoRA, and LoRA is
+    # ahead of IA3 on 3 examples only (3 / 0 discordant, McNemar p = 0.25).
+    wrong = {
+        "Full": {1: set(range(200)), 2: set(range(210))},
+        "QLoRA": {1: set(range(400)), 2: set(range(400))},
+        "LoRA-r8": {1: set(range(295)), 2: set(range(295))},  # found by method, not label
+        "IA3": {1: set(range(298)), 2: set(range(298))},
+    }
+    for label, by_seed in wrong.items():
+        method = "lora" if label == "LoRA-r8" else label.lower()
+        for seed, errors in by_seed.items():
+            write_with_predictions(out, label, seed, errors, method=method)
+    build_report([out], formats=("md",), reference=True, resamples=200)
+    md = (out / "report.md").read_text()
+    assert "## The reference study's orderings, tested here" in md
+    assert "Full (89 %) > QLoRA (88 %) > LoRA (87 %) > IA3 (86 %)" in md
+    assert (
+        "Of the study's 6 orderings: holds (significant): 3; same direction, not "
+        "significant: 1; reversed (significant): 2."
+    ) in md
+    rows = {line.split(" | ")[0][2:]: line for line in md.splitlines() if " > " in line[:20]}
+    assert "| +1.00 | +9.75 | [" in rows["Full > QLoRA"] and rows["Full > QLoRA"].endswith(
+        "(t, seeds) | 2 of 2 | < 0.0001 | holds (significant) |"
+    )
+    assert "| +1.00 | -5.25 |" in rows["QLoRA > LoRA"]
+    assert rows["QLoRA > LoRA"].endswith("| 2 of 2 | < 0.0001 | reversed (significant) |")
+    assert "| +1.00 | +0.15 | [+0.15, +0.15] (t, seeds) | 0 of 2 |" in rows["LoRA > IA3"]
+    assert rows["LoRA > IA3"].endswith("same direction, not significant |")
+    assert "| +3.00 | +4.65 |" in rows["Full > IA3"]
+
+    # Without IA3 (and without the published rows the section is not shown at all).
+    shutil.rmtree(out / "runs" / "ia3-seed1")
+    shutil.rmtree(out / "runs" / "ia3-seed2")
+    build_report([out], formats=("md",), reference=True, resamples=200)
+    md = (out / "report.md").read_text()
+    assert "holds (significant): 2; reversed (significant): 1; not compared: 3." in md
+    assert "| not compared: ia3 has no successful run here |" in md
+    build_report([out], formats=("md",), resamples=200)
+    assert "orderings, tested here" not in (out / "report.md").read_text()

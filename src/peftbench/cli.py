@@ -215,7 +215,9 @@ def _add_report(commands: Any, verbosity: argparse.ArgumentParser) -> None:
     report.add_argument("--out", help="where to write the report (default: the run directory)")
     report.add_argument("--format", default="md,html,csv", help="any of md,html,csv")
     report.add_argument(
-        "--reference", action="store_true", help="show the reference study's published numbers"
+        "--reference",
+        action="store_true",
+        help="show the reference study's published numbers and test its orderings here",
     )
     report.add_argument(
         "--resamples", type=int, default=1000, help="bootstrap resamples (default 1000)"

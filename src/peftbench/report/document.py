@@ -170,7 +170,8 @@ def _pct(value: float) -> str:
     return f"{100 * value:.2f}"
 
 
-def _range(interval: Interval, signed: bool = False) -> str:
+def fmt_interval(interval: Interval, signed: bool = False) -> str:
+    """A fraction interval in percent (points when signed), e.g. '[-0.62, +0.64]'."""
     sign = "+" if signed else ""
     return f"[{100 * interval.low:{sign}.2f}, {100 * interval.high:{sign}.2f}]"
 
@@ -196,13 +197,15 @@ def interval_rows(
             cells = [str(run.seed), run.run_id, f"{run.n:,}"]
             for metric in METRICS:
                 interval = run.intervals[metric]
-                cells += [_pct(interval.estimate), _range(interval)]
+                cells += [_pct(interval.estimate), fmt_interval(interval)]
             rows.append(lead + [m.label] + cells)
         if m.across_seeds:
             cells = [f"mean of {m.n_seeds}", "across seeds", "—"]
             for metric in METRICS:
                 interval = m.across_seeds.get(metric)
-                cells += [_pct(interval.estimate), _range(interval)] if interval else ["—", "—"]
+                cells += (
+                    [_pct(interval.estimate), fmt_interval(interval)] if interval else ["—", "—"]
+                )
             rows.append(lead + [m.label] + cells)
     return headers, rows
 
@@ -242,7 +245,7 @@ def comparison_rows(
                     str(s.seed),
                     f"{s.n:,}",
                     f"{100 * s.difference:+.2f}",
-                    _range(s.bootstrap.interval, signed=True),
+                    fmt_interval(s.bootstrap.interval, signed=True),
                     f"{s.mcnemar.b:,} / {s.mcnemar.c:,}",
                     fmt_p(s.mcnemar.p_value),
                     fmt_p(s.holm_p),
@@ -250,7 +253,7 @@ def comparison_rows(
                 ]
             )
         if len(pair.seeds) > 1:
-            ci = _range(pair.across_seeds, signed=True) if pair.across_seeds else "—"
+            ci = fmt_interval(pair.across_seeds, signed=True) if pair.across_seeds else "—"
             verdict = "yes" if pair.significant else "no"
             rows.append(
                 lead

@@ -275,10 +275,16 @@ def learning_curves(runs: Sequence[Run], stats: Sequence[MethodStats]) -> list[L
     return curves
 
 
+def read_study() -> dict[str, Any]:
+    """The reference study's published figures (peftbench/reference/study.json), as written."""
+    text = resources.files("peftbench").joinpath("reference", "study.json").read_text("utf-8")
+    study: dict[str, Any] = json.loads(text)
+    return study
+
+
 def load_reference() -> list[MethodStats]:
     """The reference study's published figures, as MethodStats marked `reference`."""
-    text = resources.files("peftbench").joinpath("reference", "study.json").read_text("utf-8")
-    study = json.loads(text)
+    study = read_study()
     stats = []
     for item in study["methods"]:
         figures = {

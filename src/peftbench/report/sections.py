@@ -262,6 +262,7 @@ def runs_section(inputs: ReportInputs) -> list[Block]:
 
 
 from peftbench.report.classes import class_section  # noqa: E402 - it needs ReportInputs
+from peftbench.report.study_orderings import study_orderings_section  # noqa: E402 - likewise
 
 Section = Callable[[ReportInputs], list[Block]]
 SECTIONS: list[Section] = [
@@ -269,6 +270,7 @@ SECTIONS: list[Section] = [
     bottom_line_section,
     results_section,
     statistics_section,
+    study_orderings_section,
     class_section,
     recommendations_section,
     plots_section,
