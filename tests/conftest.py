@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+import yaml
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
@@ -168,6 +169,12 @@ def tiny_config(model_dir: Path, data_dir: Path, output_dir: Path, **extra: obje
     for key, value in extra.items():
         config[key] = value
     return config
+
+
+def write_config(raw: dict, path: Path) -> Path:
+    """The raw config as the YAML file `peftbench run` reads, keys in the order written."""
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
 
 
 def loop_state(model, data, training, method, params, optimizer=None, scheduler=None, seed=0):

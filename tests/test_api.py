@@ -8,8 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
-from conftest import REPO, tiny_config
+from conftest import REPO, tiny_config, write_config
 
 import peftbench
 from peftbench.results import read_record
@@ -35,8 +34,7 @@ def test_load_plan_run_report_in_process(
 ) -> None:
     out = tmp_path / "out"
     raw = tiny_config(tiny_roberta, tiny_dataset, out)
-    path = tmp_path / "exp.yaml"
-    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    path = write_config(raw, tmp_path / "exp.yaml")
 
     from_file = peftbench.load_config(path, ["training.epochs=1"], methods=["ia3", "lora"])
     config = peftbench.load_config(

@@ -8,23 +8,17 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
-from conftest import REPO, tiny_config
+from conftest import REPO, tiny_config, write_config
 
 from peftbench.cli import main
 from peftbench.results import load_records, read_record
-
-
-def _write(config: dict, path: Path) -> Path:
-    path.write_text(yaml.safe_dump(config))
-    return path
 
 
 def test_run_end_to_end_writes_records_summary_and_report(
     tiny_roberta: Path, tiny_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     out = tmp_path / "out"
-    config = _write(tiny_config(tiny_roberta, tiny_dataset, out), tmp_path / "exp.yaml")
+    config = write_config(tiny_config(tiny_roberta, tiny_dataset, out), tmp_path / "exp.yaml")
     assert main(["run", str(config)]) == 0
 
     records, skipped = load_records(out)
@@ -112,7 +106,7 @@ def test_bad_input_gives_one_message_and_exit_code_2(
             config[key] = {**config.get(key, {}), **value}
         else:
             config[key] = value
-    _expect_bad_input(["run", str(_write(config, tmp_path / "c.yaml"))], capsys, *needles)
+    _expect_bad_input(["run", str(write_config(config, tmp_path / "c.yaml"))], capsys, *needles)
     assert not (out / "runs").exists()  # nothing half-written
 
 
@@ -121,7 +115,9 @@ def test_unwritable_output_directory(
 ) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory")
-    config = _write(tiny_config(tiny_roberta, tiny_dataset, blocker / "out"), tmp_path / "c.yaml")
+    config = write_config(
+        tiny_config(tiny_roberta, tiny_dataset, blocker / "out"), tmp_path / "c.yaml"
+    )
     _expect_bad_input(["run", str(config)], capsys, "cannot be written", "output_dir")
 
 
@@ -182,12 +178,12 @@ def test_plan_says_when_no_method_fits(
 ) -> None:
     raw = tiny_config(tiny_roberta, tiny_dataset, tmp_path / "out")
     raw["methods"] = {"lora": {"learning_rate": 5e-3}}
-    config = _write(raw, tmp_path / "c.yaml")
+    config = write_config(raw, tmp_path / "c.yaml")
     _expect_bad_input(["plan", str(config), "--memory", "0.01MiB"], capsys, "no method")
 
 
 def test_real_entry_point_exits_2_without_traceback(tmp_path: Path) -> None:
-    config = _write(
+    config = write_config(
         {"name": "x", "model": {"name": "m"}, "data": {"dataset": "d"}, "methods": {"nope": {}}},
         tmp_path / "c.yaml",
     )
@@ -222,7 +218,7 @@ def test_too_little_disk_fails_before_any_work(
     usage = namedtuple("usage", "total used free")
     monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 2**20, 2**20))
     out = tmp_path / "out"
-    config = _write(tiny_config(tiny_roberta, tiny_dataset, out), tmp_path / "c.yaml")
+    config = write_config(tiny_config(tiny_roberta, tiny_dataset, out), tmp_path / "c.yaml")
     _expect_bad_input(["run", str(config)], capsys, "not enough disk", "MB needed, 1 MB free")
     assert not (out / "runs").exists()
 

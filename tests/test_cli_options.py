@@ -12,18 +12,12 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
-from conftest import REPO, tiny_config
+from conftest import REPO, tiny_config, write_config
 
 import peftbench
 from peftbench.cli import main
 from peftbench.logs import LOG
 from peftbench.progress import LineProgress
-
-
-def _write(config: dict, path: Path) -> Path:
-    path.write_text(yaml.safe_dump(config))
-    return path
 
 
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -109,7 +103,7 @@ def test_familiar_names_are_answered_with_ours(
         raw["training"][theirs] = 3
     else:
         raw["methods"][section][theirs] = 3
-    assert main(["plan", str(_write(raw, tmp_path / "exp.yaml"))]) == 2
+    assert main(["plan", str(write_config(raw, tmp_path / "exp.yaml"))]) == 2
     err = capsys.readouterr().err
     assert f"unknown field {theirs!r}" in err
     assert hint in err, err
@@ -117,7 +111,7 @@ def test_familiar_names_are_answered_with_ours(
 
 
 def _refused(raw: dict, tmp_path: Path, capsys: pytest.CaptureFixture, *args: str) -> str:
-    config = _write(raw, tmp_path / "exp.yaml")
+    config = write_config(raw, tmp_path / "exp.yaml")
     assert main(["run", str(config), *args]) == 2
     err = capsys.readouterr().err
     assert err.startswith("peftbench: error: ") and "Traceback" not in err
@@ -223,7 +217,7 @@ def test_methods_and_seeds_select_a_subset(
     tiny_roberta: Path, tiny_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     raw = tiny_config(tiny_roberta, tiny_dataset, tmp_path / "out")
-    config = _write(raw, tmp_path / "exp.yaml")
+    config = write_config(raw, tmp_path / "exp.yaml")
     assert main(["plan", str(config), "--methods", "ia3,lora", "--seeds", "3,4"]) == 0
     plan = capsys.readouterr().out
     assert "seeds: [3, 4]  ->  4 runs" in plan
@@ -241,7 +235,7 @@ def test_off_a_terminal_the_log_has_lines_not_carriage_returns(
     raw = tiny_config(tiny_roberta, tiny_dataset, tmp_path / "out")
     raw["training"]["epochs"] = 1
     raw["data"]["train_size"] = 48
-    config = _write(raw, tmp_path / "exp.yaml")
+    config = write_config(raw, tmp_path / "exp.yaml")
     result = _cli("run", str(config), "--methods", "lora", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "\r" not in result.stdout and "\r" not in result.stderr

@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import yaml
-from conftest import synthetic_reviews, tiny_config
+from conftest import synthetic_reviews, tiny_config, write_config
 
 from peftbench.cli import main
 from peftbench.config import DataConfig, ModelConfig
@@ -221,9 +220,7 @@ def _cli_config(tmp_path: Path, tiny_bert: Path, directory: Path, **data: object
     config["data"] = {"dataset": str(directory), **data}
     config["methods"] = {"lora": {"learning_rate": 5e-3}}
     config["training"]["epochs"] = 1
-    path = tmp_path / "c.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
+    return write_config(config, tmp_path / "c.yaml")
 
 
 @pytest.mark.parametrize(

@@ -11,8 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
-from conftest import tiny_config
+from conftest import tiny_config, write_config
 from filelock import FileLock
 
 from peftbench.checkpoints import checkpoint_file, claim_afresh, owned_by
@@ -23,10 +22,7 @@ from peftbench.results import load_records, read_record
 
 
 def _config(tmp_path: Path, model: Path, data: Path, out: Path, **extra) -> Path:
-    raw = tiny_config(model, data, out, **extra)
-    path = tmp_path / f"{out.name}.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    return path
+    return write_config(tiny_config(model, data, out, **extra), tmp_path / f"{out.name}.yaml")
 
 
 def _start(config: Path) -> subprocess.Popen:

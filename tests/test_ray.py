@@ -19,8 +19,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-import yaml
-from conftest import REPO, embedded_ray, tiny_config
+from conftest import REPO, embedded_ray, tiny_config, write_config
 
 from peftbench.checkpoints import checkpoint_file, load_checkpoint
 from peftbench.cli import main
@@ -50,11 +49,6 @@ def embedded_ray_fixture():
     run_experiment uses a Ray that is already initialised and leaves it running."""
     with embedded_ray("pb-ray-"):
         yield ray
-
-
-def _write(raw: dict, path: Path) -> Path:
-    path.write_text(yaml.safe_dump(raw))
-    return path
 
 
 def _config(model: Path, data: Path, out: Path, training: dict, methods: dict, **extra) -> dict:
@@ -94,7 +88,7 @@ def test_two_runs_at_a_time_equal_the_local_backend(
     local_out, ray_out = tmp_path / "local", tmp_path / "ray"
     for out, extra in ((local_out, []), (ray_out, ["--parallel", "2"])):
         raw = _config(tiny_roberta, tiny_dataset, out, SHORT, methods, seeds=[0, 1])
-        assert main(["run", str(_write(raw, tmp_path / f"{out.name}.yaml")), *extra]) == 0
+        assert main(["run", str(write_config(raw, tmp_path / f"{out.name}.yaml")), *extra]) == 0
 
     local = {r["run_id"]: r for r in load_records(local_out)[0]}
     parallel = {r["run_id"]: r for r in load_records(ray_out)[0]}
@@ -167,7 +161,7 @@ def test_a_failing_run_and_a_killed_worker_are_recorded_and_the_killed_one_resum
     }
     raw = _config(tiny_roberta, tiny_dataset, out, LONG, methods, execution={"max_retries": 0})
     raw["tracking"] = {"report_to": ["mlflow"]}
-    config = _write(raw, tmp_path / "c.yaml")
+    config = write_config(raw, tmp_path / "c.yaml")
     killer = _kill_when_checkpointed(out / "runs" / "lora-seed0")
     assert main(["run", str(config), "--parallel", "2"]) == 1
     killer.join()
@@ -203,7 +197,7 @@ def test_a_lost_worker_is_retried_from_its_checkpoint_and_force_starts_afresh(
     methods = {"lora": {"learning_rate": 5e-3}}
     raw = _config(tiny_roberta, tiny_dataset, out, LONG, methods, execution=execution)
     raw["tracking"] = {"report_to": ["mlflow"]}
-    config = _write(raw, tmp_path / "c.yaml")
+    config = write_config(raw, tmp_path / "c.yaml")
     stored_run = storage / raw["name"] / "runs" / "lora-seed0"
     left_behind = tmp_path / "epoch-checkpoint.pt"
 
@@ -252,7 +246,7 @@ def test_driver_killed_mid_study_then_restarted_redoes_nothing_finished(
     out = tmp_path / "out"
     methods = {"ia3": {"learning_rate": 2e-2}, "lora": {"learning_rate": 5e-3}}
     config = _config(tiny_roberta, tiny_dataset, out, LONG, methods, seeds=[0, 1])
-    path = _write(config, tmp_path / "c.yaml")
+    path = write_config(config, tmp_path / "c.yaml")
     marker = f"driver-kill-{os.getpid()}-{time.time()}"
     env = {
         **os.environ,
@@ -317,7 +311,7 @@ def test_bad_execution_input_is_refused_before_anything_is_written(
 ) -> None:
     out = tmp_path / "out"
     raw = _config(tiny_roberta, tiny_dataset, out, SHORT, {"ia3": {"learning_rate": 2e-2}})
-    config = str(_write(raw, tmp_path / "c.yaml"))
+    config = str(write_config(raw, tmp_path / "c.yaml"))
     port = _free_port()  # nothing listens there
     _expect_refused(
         ["run", config, "execution.backend=ray", f"execution.address=127.0.0.1:{port}"],
@@ -351,7 +345,7 @@ def test_a_ray_run_logs_to_the_trackers_and_q_keeps_the_driver_quiet(
     raw = _config(tiny_roberta, tiny_dataset, out, SHORT, {"lora": {"method": "lora"}})
     raw["execution"] = {"backend": "ray"}
     raw["tracking"] = {"report_to": ["tensorboard", "mlflow"]}
-    assert main(["-q", "run", str(_write(raw, tmp_path / "c.yaml"))]) == 0
+    assert main(["-q", "run", str(write_config(raw, tmp_path / "c.yaml"))]) == 0
     printed = capsys.readouterr()
     assert "started" not in printed.out and "Ray:" not in printed.out  # progress is INFO
     assert "results:" in printed.out
@@ -371,7 +365,7 @@ def test_ray_missing_is_one_clear_error(tiny_roberta: Path, tiny_dataset: Path, 
     (hidden / "ray.py").write_text("raise ImportError(\"No module named 'ray'\")\n")
     out = tmp_path / "out"
     raw = _config(tiny_roberta, tiny_dataset, out, SHORT, {"ia3": {"learning_rate": 2e-2}})
-    config = _write(raw, tmp_path / "c.yaml")
+    config = write_config(raw, tmp_path / "c.yaml")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(hidden), str(REPO / "src")])}
     result = subprocess.run(
         [sys.executable, "-m", "peftbench.cli", "run", str(config), "--parallel", "2"],
@@ -407,10 +401,10 @@ def test_two_workers_train_one_run_data_parallel_like_one_worker(
     training = {**LONG, "epochs": 2, "precision": "fp32"}
     one, two = tmp_path / "one", tmp_path / "two"
     raw = _config(model, tiny_dataset, one, training, methods)
-    assert main(["run", str(_write(raw, tmp_path / "one.yaml"))]) == 0
+    assert main(["run", str(write_config(raw, tmp_path / "one.yaml"))]) == 0
     raw = _config(model, tiny_dataset, two, training, methods)
     raw["execution"] = {"backend": "ray", "workers_per_run": 2, "resources_per_run": {"cpus": 1}}
-    assert main(["run", str(_write(raw, tmp_path / "two.yaml"))]) == 0
+    assert main(["run", str(write_config(raw, tmp_path / "two.yaml"))]) == 0
 
     single = read_record(one / "runs" / "lora-seed0" / "record.json")
     parallel = read_record(two / "runs" / "lora-seed0" / "record.json")
@@ -450,7 +444,7 @@ def test_sigterm_cancels_running_and_pending_runs(
     # (with 3, a loaded machine let it finish first); canceled runs cost none of them.
     training = {**LONG, "epochs": 12}
     config = _config(tiny_roberta, tiny_dataset, out, training, methods, seeds=[0, 1, 2])
-    path = _write(config, tmp_path / "c.yaml")
+    path = write_config(config, tmp_path / "c.yaml")
     run_ids = [f"{label}-seed{seed}" for label in ("ia3", "lora") for seed in (0, 1, 2)]
     marker = f"sigterm-{os.getpid()}-{time.time()}"
     env = {

@@ -19,8 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
-from conftest import REPO, tiny_config
+from conftest import REPO, tiny_config, write_config
 
 from peftbench.config import parse_config
 from peftbench.data import prepare_data
@@ -133,8 +132,7 @@ def test_a_study_runs_across_two_nodes_and_every_record_lands_in_output_dir(
     raw = tiny_config(tiny_roberta, tiny_dataset, out, training=SHORT, methods=methods)
     raw["data"] = {**raw["data"], "train_size": 64, "test_size": 32}
     raw["execution"] = {"backend": "ray", "address": address}
-    config = tmp_path / "c.yaml"
-    config.write_text(yaml.safe_dump(raw))
+    config = write_config(raw, tmp_path / "c.yaml")
     result = subprocess.run(
         [sys.executable, "-m", "peftbench.cli", "run", str(config)],
         env=env,

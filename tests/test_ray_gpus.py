@@ -12,8 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import yaml
-from conftest import embedded_ray, tiny_config
+from conftest import embedded_ray, tiny_config, write_config
 
 from peftbench.cli import main
 from peftbench.results import load_records
@@ -43,8 +42,7 @@ def test_each_run_sees_only_its_own_gpu(
         execution={"backend": "ray"},  # default resources: one GPU per run where there are GPUs
     )
     raw["data"] = {**raw["data"], "train_size": 64, "test_size": 32}
-    config = tmp_path / "c.yaml"
-    config.write_text(yaml.safe_dump(raw))
+    config = write_config(raw, tmp_path / "c.yaml")
     assert main(["run", str(config)]) == 0
 
     records = load_records(out)[0]

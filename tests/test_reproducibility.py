@@ -9,8 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import yaml
-from conftest import tiny_config
+from conftest import tiny_config, write_config
 
 from peftbench.cli import main
 from peftbench.flops import default_cache_file, peak_flops
@@ -40,8 +39,7 @@ def _run(tmp_path: Path, model: Path, data: Path, out: str) -> tuple[dict, list[
         methods={"lora": {"learning_rate": 5e-3}},
         training={**tiny_config(model, data, tmp_path)["training"], "epochs": 1},
     )
-    config = tmp_path / f"{out}.yaml"
-    config.write_text(yaml.safe_dump(raw))
+    config = write_config(raw, tmp_path / f"{out}.yaml")
     assert main(["run", str(config)]) == 0
     run_dir = tmp_path / out / "runs" / "lora-seed0"
     predictions = json.loads((run_dir / "predictions.json").read_text())["predictions"]

@@ -6,8 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-import yaml
-from conftest import tiny_config
+from conftest import tiny_config, write_config
 
 from peftbench.cli import main
 from peftbench.config import ConfigError, parse_config
@@ -26,8 +25,7 @@ def test_search_picks_the_best_validation_value_and_never_reads_the_test_split(
         methods={"lora": {"search": {"learning_rate": [1.0e-6, 2.0e-2]}}},
     )
     raw["data"]["validation_size"] = 0.25
-    config = tmp_path / "search.yaml"
-    config.write_text(yaml.safe_dump(raw))
+    config = write_config(raw, tmp_path / "search.yaml")
     assert main(["run", str(config)]) == 0
 
     records = {r["run_id"]: r for r in load_records(out)[0]}
