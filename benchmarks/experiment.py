@@ -152,6 +152,8 @@ def main() -> int:
         "## Accuracy per epoch (%)",
         "",
     ]
+    if not finals:
+        lines.append("No final run has finished yet.")
     verdicts = []
     for record in finals:
         per_epoch = ", ".join(
@@ -188,7 +190,7 @@ def main() -> int:
                 lines += ["", f"## {title} (from the report)", section.rstrip()]
     out = RESULTS / f"{stem}.md"
     out.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    print(f"wrote {out}, {stem}-runs/ and {stem}-report/")
+    print(f"wrote {out}, {stem}-runs/" + (f" and {stem}-report/" if report_dir else ""))
     return 0 if code == 0 and all(verdicts) else 1
 
 
