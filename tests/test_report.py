@@ -568,3 +568,29 @@ def test_the_study_orderings_are_tested_with_the_paired_comparisons(tmp_path: Pa
     assert "| not compared: ia3 has no successful run here |" in md
     build_report([out], formats=("md",), resamples=200)
     assert "orderings, tested here" not in (out / "report.md").read_text()
+
+
+def test_a_search_choice_at_the_edge_of_its_grid_is_flagged(tmp_path: Path) -> None:
+    out = tmp_path / "exp"
+    grids = {  # label: (grid, chosen)
+        "Full": ({"learning_rate": [2e-5, 5e-5, 1e-4]}, {"learning_rate": 1e-4}),
+        "LoRA": (
+            {"learning_rate": [5e-4, 2e-3, 5e-3], "r": [4, 8, 16]},
+            {"learning_rate": 2e-3, "r": 4},
+        ),
+        "IA3": ({"learning_rate": [3e-3, 3e-2]}, {"learning_rate": 3e-2}),  # two values: no edge
+    }
+    for label, (grid, chosen) in grids.items():
+        record = make_record(label, 0, 0.85)
+        tried = [{"values": {k: v[0]}, "validation_accuracy": 0.8} for k, v in grid.items()]
+        record["run_info"]["search"] = {"grid": grid, "tried": tried, "chosen": chosen}
+        write(out, record)
+    build_report([out], formats=("md",))
+    md = (out / "report.md").read_text()
+    assert "## Hyperparameter search" in md
+    assert (
+        "imdb-roberta / Full: learning_rate = 0.0001 is the largest value tried, so the best "
+        "may lie beyond the grid; extend it past 0.0001 to be sure."
+    ) in md
+    assert "imdb-roberta / LoRA: r = 4 is the smallest value tried" in md
+    assert "LoRA: learning_rate" not in md and "IA3: learning_rate" not in md

@@ -70,6 +70,25 @@ def configuration_section(inputs: ReportInputs) -> list[Block]:
     return blocks
 
 
+def grid_edges(label: str, search: dict[str, Any]) -> list[str]:
+    """A note for each searched number whose chosen value is the largest or smallest of three
+    or more tried: the best value may lie beyond the grid."""
+    chosen = as_dict(search.get("chosen"))
+    notes = []
+    for key, values in as_dict(search.get("grid")).items():
+        numbers = [v for v in values if isinstance(v, int | float) and not isinstance(v, bool)]
+        value = chosen.get(key)
+        if len(set(numbers)) < 3 or value not in numbers:
+            continue
+        side = "largest" if value == max(numbers) else "smallest" if value == min(numbers) else ""
+        if side:
+            notes.append(
+                f"{label}: {key} = {value:g} is the {side} value tried, so the best may lie "
+                f"beyond the grid; extend it past {value:g} to be sure."
+            )
+    return notes
+
+
 def search_section(inputs: ReportInputs) -> list[Block]:
     """The values each hyperparameter search tried and which one it chose."""
     searched = [
@@ -91,7 +110,7 @@ def search_section(inputs: ReportInputs) -> list[Block]:
         for group, label, search in searched
         for tried in search["tried"]
     ]
-    return [
+    blocks: list[Block] = [
         ("h2", "Hyperparameter search"),
         (
             "p",
@@ -101,6 +120,12 @@ def search_section(inputs: ReportInputs) -> list[Block]:
         ),
         ("table", Table(["method", "values tried", "validation accuracy (%)", ""], rows)),
     ]
+    edges = [
+        note
+        for group, label, search in searched
+        for note in grid_edges(f"{group} / {label}", search)
+    ]
+    return blocks + ([("warn", edges)] if edges else [])
 
 
 def _data_line(group: str, record: dict[str, Any]) -> str:
