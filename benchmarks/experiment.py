@@ -75,16 +75,19 @@ def runs_wall_time_s(records: list[dict]) -> float | None:
     return (max(ends) - min(starts)).total_seconds() if records else None
 
 
-def commit_runs(output_dir: Path, stem: str, reference: bool, finals: bool) -> Path | None:
+def commit_runs(
+    output_dir: Path, stem: str, reference: bool, finals: bool, partial: bool
+) -> Path | None:
     """Copy what regenerates the report (experiment.yaml, each run's record.json and
     predictions.json; no models, checkpoints or caches), machine paths removed, to
     <stem>-runs/, and, when a final run has finished, build the report from that copy into
     <stem>-report/. A later renderer regenerates it without retraining:
-    `peftbench report <stem>-runs --out <stem>-report`."""
+    `peftbench report <stem>-runs --out <stem>-report`. A partial copy (--commit-only) keeps
+    the successful runs only: the runs a stop canceled are not results, and run again."""
     runs_copy, report_copy = RESULTS / f"{stem}-runs", RESULTS / f"{stem}-report"
     shutil.rmtree(runs_copy, ignore_errors=True)
     shutil.rmtree(report_copy, ignore_errors=True)
-    copy_runs(output_dir, runs_copy, with_config=True)
+    copy_runs(output_dir, runs_copy, with_config=True, only_successful=partial)
     if not finals:
         return None
     build_report([runs_copy], report_copy, ("md",), reference)
@@ -111,10 +114,14 @@ def main() -> int:
     elapsed = (datetime.now(UTC) - started).total_seconds()
 
     records, _ = load_records(output_dir)
+    if args.commit_only:  # a stopped benchmark: the runs it canceled are not results
+        records = [r for r in records if r["status"] == "success"]
     finals = [r for r in records if r["run_info"].get("role", "final") == "final"]
     first = (finals or records or [{}])[0]
     runs_wall = runs_wall_time_s(records)
     stem = f"{args.name}-{started:%Y-%m-%d}"
+    report_dir = commit_runs(output_dir, stem, args.reference, bool(finals), args.commit_only)
+    summary = report_dir / "summary.md" if report_dir else None
     shown_command = " ".join(
         ["PEFTBENCH_DATA_DIR=../shared/data .venv/bin/python benchmarks/experiment.py"]
         + [str(args.config), "--name", args.name]
@@ -148,7 +155,7 @@ def main() -> int:
             else f"no final run yet, so no report; the records are in `{stem}-runs/`"
         ),
         "",
-        (output_dir / "summary.md").read_text() if (output_dir / "summary.md").exists() else "",
+        summary.read_text(encoding="utf-8") if summary and summary.exists() else "",
         "## Accuracy per epoch (%)",
         "",
     ]
@@ -180,7 +187,6 @@ def main() -> int:
                 + (f"; train time {train_s:.0f} s" if train_s is not None else "")
             )
 
-    report_dir = commit_runs(output_dir, stem, args.reference, bool(finals))
     report = report_dir / "report.md" if report_dir else None
     if report is not None and report.exists():
         text = report.read_text(encoding="utf-8")

@@ -181,3 +181,14 @@ def test_sixteen_and_more_methods_look_different() -> None:
     assert len(set(styles.values())) == 21
     assert len({colour for colour, _ in list(styles.values())[:20]}) == 20
     assert len({marker for _, marker in styles.values()}) == 21
+
+
+def test_one_method_with_results_has_nothing_to_be_compared_with(tmp_path: Path) -> None:
+    out = tmp_path / "exp"
+    write_with_predictions(out, "Full", 1, set(range(200)))  # 90 %
+    write(out, make_record("LoRA", 1, 0.5, status="canceled"))  # a stopped benchmark's run
+    result = build_report([out], formats=("md",), resamples=200)
+    text = result.bottom_lines["imdb-roberta"].text
+    assert (
+        text == "Only Full has an accuracy (90.00 %): there is no other method to compare it with."
+    )

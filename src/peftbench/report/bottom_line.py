@@ -185,6 +185,12 @@ def bottom_line(
         return line
     best = next(s for s in measured if s.name == best_rec.subjects[0])
     line.best = best.name
+    if len(measured) == 1:
+        line.text = (
+            f"Only {best.name} has an accuracy ({percent(best.mean[ACCURACY])}): there is no "
+            "other method to compare it with."
+        )
+        return line
     parts = [_lead(best, measured, recs, line)]
     group = [s for s in measured if s is best or s.name in line.tied]
     keys = [k for k in (memory_key, "train_time_s", "model_size_mb") if k is not None]
