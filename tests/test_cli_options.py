@@ -226,7 +226,7 @@ def test_methods_and_seeds_select_a_subset(
     assert main(["plan", str(config), "--methods", "lora,dora"]) == 2
     err = capsys.readouterr().err
     assert "--methods: no method labelled 'dora' in this config" in err
-    assert "its labels: full, ia3, lora, qlora" in err
+    assert "its labels: full, lora, qlora, ia3" in err  # in config order
 
 
 def test_off_a_terminal_the_log_has_lines_not_carriage_returns(
