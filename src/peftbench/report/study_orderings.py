@@ -107,11 +107,14 @@ def _labels_by_method(runs: Sequence[Run], group: str) -> dict[str, set[str]]:
 
 
 def check_orderings(
-    runs: Sequence[Run], group: str, comparisons: Sequence[PairComparison]
+    ranked: Sequence[StudyMethod],
+    runs: Sequence[Run],
+    group: str,
+    comparisons: Sequence[PairComparison],
 ) -> list[OrderingCheck]:
-    """Every pair of study methods the study orders (different published accuracies), checked
-    against the experiment `group`; a method is found by its method name, and skipped with a
-    reason when no label or several labels of the experiment ran it."""
+    """Every pair of `ranked` (`study_methods()`) the study orders (different published
+    accuracies), checked against the experiment `group`; a method is found by its method name,
+    and skipped with a reason when no label or several labels of the experiment ran it."""
     labels = _labels_by_method(runs, group)
 
     def label_of(m: StudyMethod) -> tuple[str | None, str]:
@@ -123,7 +126,6 @@ def check_orderings(
         return None, f"several labels ran {m.method} here ({', '.join(found)})"
 
     checks = []
-    ranked = study_methods()
     for i, higher in enumerate(ranked):
         for lower in ranked[i + 1 :]:
             if higher.accuracy == lower.accuracy:
@@ -180,7 +182,7 @@ def study_orderings_section(inputs: ReportInputs) -> list[Block]:
         ),
     ]
     for group, pairs in inputs.statistics.comparisons.items():
-        checks = check_orderings(inputs.runs, group, pairs)
+        checks = check_orderings(ranked, inputs.runs, group, pairs)
         if not checks:
             continue
         if inputs.several:
