@@ -6,6 +6,7 @@ import math
 
 import pytest
 
+from peftbench.report.ranking import join_words
 from peftbench.report.recommend import (
     MethodStats,
     accuracy_noise,
@@ -96,6 +97,13 @@ def test_pareto_front_ties_and_missing_values() -> None:
 def test_pareto_front_refuses_non_figures() -> None:
     with pytest.raises(ValueError, match="not a figure"):
         pareto_front({"a": {"seed": 1, "accuracy": 0.5}}, ["accuracy", "seed"])
+
+
+def test_join_words_reads_as_a_sentence() -> None:
+    assert join_words([]) == ""
+    assert join_words(["lora"]) == "lora"
+    assert join_words(["lora", "ia3"]) == "lora and ia3"
+    assert join_words(["full", "lora", "ia3"]) == "full, lora and ia3"
 
 
 def test_binomial_half_width_by_hand() -> None:

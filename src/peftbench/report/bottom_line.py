@@ -14,7 +14,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from peftbench.report.cost_noise import tied_on
-from peftbench.report.ranking import ACCURACY, cost_label, fmt_figure, percent, pp, rank
+from peftbench.report.ranking import (
+    ACCURACY,
+    cost_label,
+    fmt_figure,
+    join_words,
+    percent,
+    pp,
+    rank,
+)
 from peftbench.report.recommend import Recommendation, cheapest_within
 from peftbench.report.runs import MethodStats
 from peftbench.report.significance import PairComparison, find_comparison, p_is
@@ -32,12 +40,6 @@ class BottomLine:
     real: int = 0  # pairwise differences significant after correction
     compared: int = 0  # pairs compared
     text: str = ""
-
-
-def _join(items: Sequence[str]) -> str:
-    if not items:
-        return ""
-    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"
 
 
 def _lead(
@@ -70,7 +72,7 @@ def _lead(
             p = r.figures.get("p_value")
             reasons.append(f"{r.subjects[1]} ({p_is(p) if p is not None else 'within noise'})")
     return (
-        f"{best.name} has the highest accuracy ({accuracy}), but {_join(reasons)} "
+        f"{best.name} has the highest accuracy ({accuracy}), but {join_words(reasons)} "
         f"{'is' if len(reasons) == 1 else 'are'} not distinguishable from it: on accuracy "
         "any of these is as good a choice, so pick among them by cost."
     )
@@ -109,7 +111,7 @@ def _constraints(
         gap = best.mean[ACCURACY] - cheap.mean[ACCURACY]
         pair = find_comparison(comparisons, best.name, name)
         verdict = f" ({p_is(pair.p_value)})" if pair is not None else ""
-        what = _join([cost_label(k) for k in keys])
+        what = join_words([cost_label(k) for k in keys])
         figures = ", ".join(fmt_figure(k, cheap.mean[k]) for k in keys)
         text += (
             f" No method that matches {best.name} on accuracy needs less {what}; {name}, "

@@ -129,3 +129,10 @@ def fmt_figure(key: str, value: float) -> str:
 def cost_label(key: str) -> str:
     """The column label without its unit suffix, e.g. 'peak CUDA allocated'."""
     return COLUMNS_BY_KEY[key].label.split(" (")[0]
+
+
+def join_words(items: Sequence[str]) -> str:
+    """'', 'a', 'a and b', 'a, b and c': a list as a sentence reads it."""
+    if not items:
+        return ""
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"

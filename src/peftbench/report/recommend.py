@@ -26,6 +26,7 @@ from peftbench.report.ranking import (
     cost_label,
     dominates,
     fmt_figure,
+    join_words,
     pareto_front,
     percent,
     pp,
@@ -122,7 +123,7 @@ def _best_rec(best: MethodStats, ties: Sequence[Recommendation]) -> Recommendati
         return Recommendation("best", "Most accurate", text + ".", (best.name,), figures)
     reasons = [_tie_reason(t) for t in ties]
     text += (
-        f", but not distinguishable from {_join(reasons)}: choose among them by cost "
+        f", but not distinguishable from {join_words(reasons)}: choose among them by cost "
         "(the cheapest picks below)."
     )
     figures["tied_with"] = [t.subjects[1] for t in ties]
@@ -139,11 +140,6 @@ def _tie_reason(tie: Recommendation) -> str:
     else:
         why = "within measurement noise"
     return f"{tie.subjects[1]} ({why})"
-
-
-def _join(items: Sequence[str]) -> str:
-    """'a', 'a and b', 'a, b and c'."""
-    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"
 
 
 def _cheapest_rec(
