@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import http.server
 import json
+import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -156,6 +159,46 @@ def test_plan_prints_the_study_parameter_counts_offline() -> None:
         assert f"| {label} | {label} |" in result.stdout
         assert count in result.stdout
     assert "train 3000 / test 2000" in result.stdout
+
+
+def test_planning_a_shipped_architecture_does_not_ask_the_hub(tmp_path: Path) -> None:
+    # A Hub that answers every request with 404 and counts them. With network and an empty
+    # cache, a shipped architecture is planned from its shipped copy without a request: the
+    # Hub client would otherwise retry for about 30 s on a machine without network.
+    requests: list[str] = []
+
+    class Hub(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (the handler's required name)
+            requests.append(self.path)
+            self.send_error(404)
+
+        do_HEAD = do_GET  # noqa: N815
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hub)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    env = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}
+    env |= {"HF_ENDPOINT": f"http://127.0.0.1:{server.server_port}", "HF_HOME": str(tmp_path)}
+    script = (
+        "from peftbench.config import ModelConfig\n"
+        "from peftbench.models import architecture_for_planning\n"
+        "_, source = architecture_for_planning(ModelConfig(name='roberta-base'), 2)\n"
+        "print(source)\n"
+        "_, source = architecture_for_planning(ModelConfig(name='no-such/model-xyz'), 2)\n"
+    )
+    try:
+        result = subprocess.run(
+            [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300
+        )
+    finally:
+        server.shutdown()
+    assert result.stdout.strip().splitlines()[0] == "architecture shipped with peftbench"
+    # Only the name that ships no architecture went to the Hub (and was refused clearly).
+    assert not [path for path in requests if "roberta-base" in path], requests
+    assert [path for path in requests if "no-such/model-xyz" in path], requests
+    assert "could not be loaded" in result.stderr
 
 
 @pytest.mark.parametrize(

@@ -60,8 +60,11 @@ def _not_available(what: str, name: str, exc: Exception) -> PeftbenchError:
     )
 
 
-def load_architecture(model: ModelConfig, num_labels: int) -> PretrainedConfig:
-    """The model's architecture config; for init: random a shipped architecture name works."""
+def load_architecture(
+    model: ModelConfig, num_labels: int, on_disk_only: bool = False
+) -> PretrainedConfig:
+    """The model's architecture config; for init: random a shipped architecture name works.
+    on_disk_only: look only in a local directory or the Hugging Face cache, never the Hub."""
     shipped = ARCHITECTURES_DIR / f"{model.name}.json"
     if model.init == "random" and shipped.exists():
         config_dict = json.loads(shipped.read_text())
@@ -69,7 +72,9 @@ def load_architecture(model: ModelConfig, num_labels: int) -> PretrainedConfig:
     else:
         name = resolve_name(model.name)
         try:
-            config = AutoConfig.from_pretrained(name, revision=model.revision)
+            config = AutoConfig.from_pretrained(
+                name, revision=model.revision, local_files_only=on_disk_only
+            )
         except (OSError, ValueError) as exc:
             if shipped.exists():
                 raise PeftbenchError(
@@ -96,16 +101,18 @@ def _set_pad_token_id(config: PretrainedConfig) -> None:
 
 
 def architecture_for_planning(model: ModelConfig, num_labels: int) -> tuple[PretrainedConfig, str]:
-    """The architecture, from the model itself when reachable, else from the shipped copy."""
+    """The architecture for sizing a run: the model's own config when it is on disk (a local
+    directory or the Hugging Face cache), else the copy shipped with peftbench, else the Hub's.
+    The shipped copy comes before the Hub so that planning offline does not wait out the Hub
+    client's retries (about 30 s without network)."""
     try:
-        return load_architecture(model, num_labels), "model config"
+        return load_architecture(model, num_labels, on_disk_only=True), "model config"
     except PeftbenchError:
-        if (ARCHITECTURES_DIR / f"{model.name}.json").exists():
-            random_model = ModelConfig(name=model.name, init="random")
-            return load_architecture(
-                random_model, num_labels
-            ), "architecture shipped with peftbench"
-        raise
+        pass
+    if (ARCHITECTURES_DIR / f"{model.name}.json").exists():
+        random_model = ModelConfig(name=model.name, init="random")
+        return load_architecture(random_model, num_labels), "architecture shipped with peftbench"
+    return load_architecture(model, num_labels), "model config"
 
 
 def load_tokenizer(model: ModelConfig) -> Any:
