@@ -82,19 +82,23 @@ def accuracy_per_epoch(record: dict) -> str:
     )
 
 
-def commit_runs(
-    output_dir: Path, stem: str, reference: bool, finals: bool, partial: bool
-) -> Path | None:
+def commit_runs(output_dir: Path, stem: str, only_successful: bool) -> Path:
     """Copy what regenerates the report (experiment.yaml, each run's record.json and
     predictions.json; no models, checkpoints or caches), machine paths removed, to
-    <stem>-runs/, and, when a final run has finished, build the report from that copy into
-    <stem>-report/. A later renderer regenerates it without retraining:
-    `peftbench report <stem>-runs --out <stem>-report`. A partial copy (--commit-only) keeps
-    the successful runs only: the runs a stop canceled are not results, and run again."""
-    runs_copy, report_copy = RESULTS / f"{stem}-runs", RESULTS / f"{stem}-report"
+    <stem>-runs/. A partial copy (--commit-only) keeps the successful runs only: the runs a
+    stop canceled are not results, and run again. The copy is what the result file describes."""
+    runs_copy = RESULTS / f"{stem}-runs"
     shutil.rmtree(runs_copy, ignore_errors=True)
+    copy_runs(output_dir, runs_copy, with_config=True, only_successful=only_successful)
+    return runs_copy
+
+
+def commit_report(runs_copy: Path, stem: str, reference: bool, finals: bool) -> Path | None:
+    """The report built from the committed runs into <stem>-report/, once a final run has
+    finished. A later renderer regenerates it without retraining:
+    `peftbench report <stem>-runs --out <stem>-report`."""
+    report_copy = RESULTS / f"{stem}-report"
     shutil.rmtree(report_copy, ignore_errors=True)
-    copy_runs(output_dir, runs_copy, with_config=True, only_successful=partial)
     if not finals:
         return None
     build_report([runs_copy], report_copy, ("md",), reference)
@@ -120,14 +124,13 @@ def main() -> int:
     code = 1 if args.commit_only else subprocess.call(command, env=env, cwd=ROOT)
     elapsed = (datetime.now(UTC) - started).total_seconds()
 
-    records, _ = load_records(output_dir)
-    if args.commit_only:  # a stopped benchmark: the runs it canceled are not results
-        records = [r for r in records if r["status"] == "success"]
+    stem = f"{args.name}-{started:%Y-%m-%d}"
+    runs_copy = commit_runs(output_dir, stem, only_successful=args.commit_only)
+    records, _ = load_records(runs_copy)
     finals = [r for r in records if r["run_info"].get("role", "final") == "final"]
     first = (finals or records or [{}])[0]
     runs_wall = runs_wall_time_s(records)
-    stem = f"{args.name}-{started:%Y-%m-%d}"
-    report_dir = commit_runs(output_dir, stem, args.reference, bool(finals), args.commit_only)
+    report_dir = commit_report(runs_copy, stem, args.reference, bool(finals))
     summary = report_dir / "summary.md" if report_dir else None
     shown_command = " ".join(
         ["PEFTBENCH_DATA_DIR=../shared/data .venv/bin/python benchmarks/experiment.py"]
