@@ -13,7 +13,7 @@ import jsonschema
 import pytest
 from conftest import REPO
 
-from peftbench.results import SCHEMA_VERSION, RecordError, read_record
+from peftbench.results import SCHEMA_VERSION, RecordError, finite_number, read_record
 from peftbench.schema import record_schema, render, shipped_schema
 
 OLD_RECORDS = sorted((Path(__file__).parent / "data" / "records").glob("v*.json"))
@@ -78,3 +78,25 @@ def test_a_record_from_a_newer_peftbench_is_refused_by_name(tmp_path: Path) -> N
     path.write_text(json.dumps(record))
     with pytest.raises(RecordError, match=f"schema version {SCHEMA_VERSION + 1}, this peftbench"):
         read_record(path)
+
+
+@pytest.mark.parametrize(
+    ("value", "read"),
+    [
+        (3, 3),
+        (0.25, 0.25),
+        (-1e-9, -1e-9),
+        (True, None),
+        (False, None),
+        ("0.9", None),
+        (None, None),
+        (float("nan"), None),
+        (float("inf"), None),
+        (-float("inf"), None),
+        ([1], None),
+    ],
+)
+def test_a_figure_read_from_a_record_is_a_finite_int_or_float(value: object, read: object) -> None:
+    # JSON gives true/false, strings and (from Python writers) NaN and Infinity where a number
+    # was expected; every reader of records takes figures through finite_number.
+    assert finite_number(value) == read

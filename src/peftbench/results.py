@@ -16,6 +16,7 @@ new one, never half of one.
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from collections.abc import Callable
@@ -135,6 +136,14 @@ class Predictions(TypedDict):
     label_names: list[str]  # the original label value of each id (data_info.label_mapping)
     gold_values: list[str]  # gold labels as the data holds them, same order
     predicted_values: list[str]  # predictions as label values, same order
+
+
+def finite_number(value: Any) -> float | int | None:
+    """`value` if it is a finite int or float, else None (bools, strings, NaN, inf): records
+    and the files beside them are read, not trusted."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return value if math.isfinite(value) else None
 
 
 def now_iso() -> str:

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from peftbench.results import RunRecord
+from peftbench.results import RunRecord, finite_number
 
 
 @dataclass(frozen=True)
@@ -53,10 +53,10 @@ def _sci(value: float | None) -> str:
 
 def _eval_time_per_evaluation(record: RunRecord) -> float | None:
     """Mean wall time of one evaluation: the record's total over its evaluations (epochs)."""
-    total = _dig("train_info", "eval_time_s")(record)
+    total = finite_number(_dig("train_info", "eval_time_s")(record))
     epochs = _dig("train_info", "epochs")(record)
     count = len(epochs) if isinstance(epochs, list) else 0
-    if not isinstance(total, int | float) or isinstance(total, bool) or not count:
+    if total is None or not count:
         return None
     return total / count
 

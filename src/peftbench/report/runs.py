@@ -20,7 +20,7 @@ import yaml
 
 from peftbench.report.columns import COLUMNS, COLUMNS_BY_KEY, PUBLISHED_MEMORY_KEY
 from peftbench.results import MEMORY_COMPONENTS as COMPONENTS
-from peftbench.results import RUNS_DIR, RunRecord, load_records
+from peftbench.results import RUNS_DIR, RunRecord, finite_number, load_records
 
 FIGURES = [c for c in COLUMNS if c.higher_is_better is not None]
 EXPERIMENT_FILE = "experiment.yaml"  # written by the runner next to runs/
@@ -88,13 +88,6 @@ def as_dict(value: Any) -> dict[str, Any]:
 
 def info(record: RunRecord) -> dict[str, Any]:
     return as_dict(record.get("run_info"))
-
-
-def number(value: Any) -> float | int | None:
-    """A finite number, or None for anything else (bools, strings, NaN)."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return value if value == value and abs(value) != float("inf") else None
 
 
 def one_line(text: str, limit: int = 300) -> str:
@@ -203,7 +196,9 @@ def summarize(runs: Sequence[Run]) -> list[MethodStats]:
             label=label,
         )
         for column in FIGURES:
-            values = [v for v in (number(column.get(run.record)) for run in good) if v is not None]
+            values = [
+                v for v in (finite_number(column.get(run.record)) for run in good) if v is not None
+            ]
             if values:
                 entry.mean[column.key] = statistics.fmean(values)
             if len(values) >= 2:
@@ -224,7 +219,7 @@ def memory_components(runs: Sequence[Run]) -> dict[str, dict[str, float]]:
             if as_dict(_tensor_memory(run)).get(phase)
         ]
         values = {
-            component: [number(entry.get(component)) for entry in entries]
+            component: [finite_number(entry.get(component)) for entry in entries]
             for component in COMPONENTS
         }
         if entries and all(v is not None for vs in values.values() for v in vs):
@@ -238,7 +233,7 @@ def _tensor_memory(run: Run) -> Any:
 
 def evaluated_size(runs: Sequence[Run]) -> int | None:
     """The number of test examples the runs were evaluated on (the first one recorded)."""
-    sizes = [number(as_dict(run.record.get("data_info")).get("test_size")) for run in runs]
+    sizes = [finite_number(as_dict(run.record.get("data_info")).get("test_size")) for run in runs]
     return next((int(n) for n in sizes if n), None)
 
 
@@ -247,7 +242,7 @@ def _epoch_items(members: Sequence[Run]) -> dict[int, list[dict[str, Any]]]:
     for run in members:
         epochs = as_dict(run.record.get("train_info")).get("epochs") or []
         for item in epochs if isinstance(epochs, list) else []:
-            if isinstance(item, dict) and number(item.get("epoch")) is not None:
+            if isinstance(item, dict) and finite_number(item.get("epoch")) is not None:
                 per_epoch.setdefault(int(item["epoch"]), []).append(item)
     return per_epoch
 
@@ -263,9 +258,11 @@ def learning_curves(runs: Sequence[Run], stats: Sequence[MethodStats]) -> list[L
         )
         for epoch in sorted(per_epoch):
             items = per_epoch[epoch]
-            accs = [number(as_dict(i.get("eval")).get("accuracy")) for i in items]
+            accs = [finite_number(as_dict(i.get("eval")).get("accuracy")) for i in items]
             accs = [a for a in accs if a is not None]
-            losses = [v for v in (number(i.get("train_loss")) for i in items) if v is not None]
+            losses = [
+                v for v in (finite_number(i.get("train_loss")) for i in items) if v is not None
+            ]
             curve.epochs.append(epoch)
             curve.accuracy.append(statistics.fmean(accs) if accs else None)
             curve.accuracy_std.append(statistics.stdev(accs) if len(accs) >= 2 else None)
@@ -313,9 +310,9 @@ def memory_key(runs: Sequence[Run]) -> str | None:
     tensors = COLUMNS_BY_KEY["tensor_peak_mib"]
     cuda, rss = COLUMNS_BY_KEY["cuda_peak_allocated_mb"], COLUMNS_BY_KEY["peak_rss_mb"]
     for column in (tensors, cuda):
-        if good and all(number(column.get(r)) is not None for r in good):
+        if good and all(finite_number(column.get(r)) is not None for r in good):
             return column.key
     for column in (rss, cuda):
-        if any(number(column.get(r)) is not None for r in good):
+        if any(finite_number(column.get(r)) is not None for r in good):
             return column.key
     return None

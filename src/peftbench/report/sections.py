@@ -27,8 +27,9 @@ from peftbench.report.document import (
 from peftbench.report.paths import scrub
 from peftbench.report.plots import Plot
 from peftbench.report.recommend import Recommendation
-from peftbench.report.runs import MethodStats, Run, as_dict, by_method, info, number, one_line
+from peftbench.report.runs import MethodStats, Run, as_dict, by_method, info, one_line
 from peftbench.report.significance import Settings, Statistics
+from peftbench.results import finite_number
 
 
 @dataclass
@@ -76,7 +77,7 @@ def grid_edges(label: str, search: dict[str, Any]) -> list[str]:
     chosen = as_dict(search.get("chosen"))
     notes = []
     for key, values in as_dict(search.get("grid")).items():
-        numbers = [v for v in values if isinstance(v, int | float) and not isinstance(v, bool)]
+        numbers = [v for v in values if finite_number(v) is not None]
         value = chosen.get(key)
         if len(set(numbers)) < 3 or value not in numbers:
             continue
@@ -137,10 +138,10 @@ def _data_line(group: str, record: dict[str, Any]) -> str:
         f"{group}: {data_info.get('source', '?')}; train {data_info.get('train_size')} / "
         f"test {data_info.get('test_size')} examples"
     )
-    mean_tokens = number(data_info.get("mean_train_tokens"))
+    mean_tokens = finite_number(data_info.get("mean_train_tokens"))
     if mean_tokens is not None:
         text += f"; mean train length {mean_tokens:,.0f} tokens"
-    truncated = number(data_info.get("train_truncated_fraction"))
+    truncated = finite_number(data_info.get("train_truncated_fraction"))
     limit = training.get("max_length")
     at = f" at max_length {limit} tokens" if limit else ""
     if truncated is not None:

@@ -11,7 +11,6 @@ predictions; `report.document` turns the results into tables.
 from __future__ import annotations
 
 import json
-import math
 import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -21,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from peftbench.report.runs import MethodStats, Run
-from peftbench.results import predictions_path
+from peftbench.results import finite_number, predictions_path
 from peftbench.stats import (
     DEFAULT_ALPHA,
     DEFAULT_LEVEL,
@@ -125,7 +124,7 @@ def read_predictions(path: Path, run_id: str, seed: Any) -> RunPredictions:
 
 def check_against_record(pred: RunPredictions, recorded_accuracy: Any) -> str | None:
     """A message when the predictions do not give the accuracy the record states, else None."""
-    if not isinstance(recorded_accuracy, int | float) or isinstance(recorded_accuracy, bool):
+    if finite_number(recorded_accuracy) is None:
         return None
     found = accuracy(pred.labels, pred.predictions)
     if abs(found - recorded_accuracy) > 0.5 / pred.n + 1e-9:
@@ -334,9 +333,8 @@ def _figure(record: Mapping[str, Any], metric: str) -> float | None:
     """A finite metric from a record's `metrics`, else None (records are read, not trusted)."""
     metrics = record.get("metrics")
     value = metrics.get(metric) if isinstance(metrics, dict) else None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        return None
-    return float(value)
+    value = finite_number(value)
+    return None if value is None else float(value)
 
 
 def collect_predictions(

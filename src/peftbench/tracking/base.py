@@ -13,10 +13,11 @@ A tracker is a class with these methods (each tracker module has one):
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+from peftbench.results import finite_number
 
 
 class Tracker(Protocol):
@@ -71,9 +72,8 @@ def flatten_numbers(value: Any, prefix: str = "") -> dict[str, float]:
     if isinstance(value, dict):
         for key, item in value.items():
             numbers.update(flatten_numbers(item, f"{prefix}{key}/"))
-    elif isinstance(value, int | float) and not isinstance(value, bool):
-        if math.isfinite(value):
-            numbers[prefix.rstrip("/")] = float(value)
+    elif finite_number(value) is not None:
+        numbers[prefix.rstrip("/")] = float(value)
     return numbers
 
 
