@@ -186,6 +186,9 @@ def test_planning_a_shipped_architecture_does_not_ask_the_hub(tmp_path: Path) ->
         "from peftbench.models import architecture_for_planning\n"
         "_, source = architecture_for_planning(ModelConfig(name='roberta-base'), 2)\n"
         "print(source)\n"
+        "random = ModelConfig(name='roberta-base', init='random')\n"
+        "_, source = architecture_for_planning(random, 2)\n"
+        "print(source)\n"
         "_, source = architecture_for_planning(ModelConfig(name='no-such/model-xyz'), 2)\n"
     )
     try:
@@ -194,7 +197,8 @@ def test_planning_a_shipped_architecture_does_not_ask_the_hub(tmp_path: Path) ->
         )
     finally:
         server.shutdown()
-    assert result.stdout.strip().splitlines()[0] == "architecture shipped with peftbench"
+    # Pretrained or random weights, the shipped architecture is what plan sizes and names.
+    assert result.stdout.strip().splitlines()[:2] == ["architecture shipped with peftbench"] * 2
     # Only the name that ships no architecture went to the Hub (and was refused clearly).
     assert not [path for path in requests if "roberta-base" in path], requests
     assert [path for path in requests if "no-such/model-xyz" in path], requests

@@ -105,13 +105,17 @@ def architecture_for_planning(model: ModelConfig, num_labels: int) -> tuple[Pret
     directory or the Hugging Face cache), else the copy shipped with peftbench, else the Hub's.
     The shipped copy comes before the Hub so that planning offline does not wait out the Hub
     client's retries (about 30 s without network)."""
+    shipped = (ARCHITECTURES_DIR / f"{model.name}.json").exists()
+    shipped_source = "architecture shipped with peftbench"
+    if model.init == "random" and shipped:  # what the run itself will build
+        return load_architecture(model, num_labels), shipped_source
     try:
         return load_architecture(model, num_labels, on_disk_only=True), "model config"
     except PeftbenchError:
         pass
-    if (ARCHITECTURES_DIR / f"{model.name}.json").exists():
+    if shipped:
         random_model = ModelConfig(name=model.name, init="random")
-        return load_architecture(random_model, num_labels), "architecture shipped with peftbench"
+        return load_architecture(random_model, num_labels), shipped_source
     return load_architecture(model, num_labels), "model config"
 
 
