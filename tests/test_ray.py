@@ -106,7 +106,9 @@ def test_two_runs_at_a_time_equal_the_local_backend(
             for out in (local_out, ray_out)
         ]
         assert predictions[0] == predictions[1]
-        assert "epoch 1: train loss" in (ray_out / "runs" / run_id / "log.txt").read_text()
+        log = (ray_out / "runs" / run_id / "log.txt").read_text()
+        assert "epoch 1: train loss" in log
+        assert log.startswith(f"=== {run_id}, attempt started 20")  # each attempt opens so
     # Two at a time: some pair of runs was running at the same moment.
     intervals = sorted(_interval(r) for r in parallel.values())
     assert any(

@@ -22,7 +22,8 @@ from typing import Any
 from peftbench.checkpoints import CHECKPOINT_DIR, claim_afresh, owned_by
 from peftbench.data import PreparedData, save_prepared
 from peftbench.logs import LOG
-from peftbench.results import PREDICTIONS_FILE, RECORD_FILE
+from peftbench.logs import configure as configure_logging
+from peftbench.results import PREDICTIONS_FILE, RECORD_FILE, now_iso
 from peftbench.run_spec import RunSpec
 from peftbench.train import run_worker
 
@@ -100,9 +101,12 @@ def run_remote(
         save_prepared(data, data_file)
         spec = dataclasses.replace(spec, data_cache=str(data_file), run_dir=str(run_dir))
         with _output_to(run_dir / LOG_FILE):
+            # A rerun appends to the log of the attempt it resumes: each attempt opens with this
+            # line. Logging is set up here, as a Ray worker would otherwise drop the line.
+            configure_logging()
             LOG.info(
-                f"=== {spec.run_id} on {socket.gethostname()} (pid {os.getpid()}), "
-                f"run directory {run_dir} ===",
+                f"=== {spec.run_id}, attempt started {now_iso()} on {socket.gethostname()} "
+                f"(pid {os.getpid()}), run directory {run_dir} ===",
             )
             try:
                 run_worker(spec)
