@@ -25,13 +25,12 @@ Used for issue 2 (configs/imdb-minilm-cpu.yaml, --min-accuracy 0.75), issue 4
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
-import subprocess
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
+from peftbench_process import peftbench_run
 from run_copies import copy_runs, restore_runs
 
 from peftbench.measure import describe_machine
@@ -117,11 +116,8 @@ def main() -> int:
     output_dir = ROOT / "results" / f"benchmark-{args.name}"
     restore_latest_runs(output_dir, args.name)
     overrides = [*args.overrides, f"output_dir={output_dir}"]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-    env.setdefault("PEFTBENCH_DATA_DIR", str(ROOT.parent / "shared" / "data"))
-    command = [sys.executable, "-m", "peftbench.cli", "run", str(args.config), *overrides]
     started = datetime.now(UTC)
-    code = 1 if args.commit_only else subprocess.call(command, env=env, cwd=ROOT)
+    code = 1 if args.commit_only else peftbench_run(args.config, overrides)
     elapsed = (datetime.now(UTC) - started).total_seconds()
 
     stem = f"{args.name}-{started:%Y-%m-%d}"

@@ -16,12 +16,11 @@ machine's load; times do.
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
-import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+
+from peftbench_process import peftbench_run
 
 from peftbench.config import load_config
 from peftbench.measure import describe_machine
@@ -48,11 +47,9 @@ def main() -> int:
         "training.epochs=1",
         f"output_dir={output_dir}",
     ]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-    env.setdefault("PEFTBENCH_DATA_DIR", str(ROOT.parent / "shared" / "data"))
     start = time.perf_counter()
-    command = [sys.executable, "-m", "peftbench.cli", "run", str(CONFIG), *overrides]
-    subprocess.run(command, env=env, check=True)
+    if code := peftbench_run(CONFIG, overrides):
+        return code
     config = load_config(CONFIG, overrides)
     records = {r["run_info"]["label"]: r for r in load_records(output_dir)[0]}
     architecture, _ = architecture_for_planning(config.model, 2)

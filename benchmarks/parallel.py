@@ -23,13 +23,13 @@ import copy
 import json
 import math
 import os
-import subprocess
 import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 import yaml
+from peftbench_process import peftbench_run
 
 from peftbench.measure import describe_machine
 from peftbench.results import load_records
@@ -84,13 +84,12 @@ def run_sweep(config: dict, output_dir: Path, extra: list[str]) -> float:
     config_file = output_dir.with_suffix(".yaml")
     output_dir.parent.mkdir(parents=True, exist_ok=True)
     config_file.write_text(yaml.safe_dump({**config, "output_dir": str(output_dir)}))
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-    env.setdefault("PEFTBENCH_DATA_DIR", str(ROOT.parent / "shared" / "data"))
-    command = [sys.executable, "-m", "peftbench.cli", "run", str(config_file), "--force", *extra]
     started = time.perf_counter()
-    code = subprocess.call(command, env=env, cwd=ROOT, stdout=subprocess.DEVNULL)
+    code = peftbench_run(config_file, ["--force", *extra], quiet=True)
     if code != 0:
-        raise SystemExit(f"{' '.join(command)} exited with {code}")
+        raise SystemExit(
+            f"peftbench run {config_file} --force {' '.join(extra)} exited with {code}"
+        )
     return time.perf_counter() - started
 
 

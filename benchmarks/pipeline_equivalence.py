@@ -35,13 +35,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+from peftbench_process import peftbench_run
 from run_copies import copy_runs, restore_runs
 from scipy import stats as scipy_stats
 
@@ -75,19 +74,16 @@ def arm_overrides(arm: str) -> list[str]:
 
 def run_seeds(arms: list[str], methods: list[str], seeds: list[int]) -> int:
     """Each arm for these seeds in turn, the seeds' runs in parallel (one thread each)."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-    env.setdefault("PEFTBENCH_DATA_DIR", str(ROOT.parent / "shared" / "data"))
     chosen = {m: {"learning_rate": LEARNING_RATES[m]} for m in methods}
     code = 0
     for arm in arms:
-        command = [
-            *(sys.executable, "-m", "peftbench.cli", "run", CONFIG),
+        arguments = [
             *(f"methods={json.dumps(chosen)}", *WORKLOAD),
             *arm_overrides(arm),
             f"output_dir={OUTPUT / arm}",
             *("--seeds", ",".join(map(str, seeds)), "--parallel", str(len(seeds))),
         ]
-        code = max(code, subprocess.call(command, env=env, cwd=ROOT))
+        code = max(code, peftbench_run(CONFIG, arguments))
     return code
 
 

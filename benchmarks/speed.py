@@ -21,15 +21,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
-import subprocess
 import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
+from peftbench_process import offline_env, peftbench_run
 
 from peftbench import stats
 from peftbench.config import load_raw
@@ -70,10 +69,11 @@ def run_one(method: str, pipeline: str, args: argparse.Namespace, env: dict) -> 
         f"data.test_size={args.test_size}",
         *args.overrides,
     ]
-    command = [sys.executable, "-m", "peftbench.cli", "run", str(CONFIG), *overrides]
-    print(f"\n=== {method}-{pipeline}: {' '.join(command[2:])}", flush=True)
+    print(
+        f"\n=== {method}-{pipeline}: peftbench run {CONFIG.name} {' '.join(overrides)}", flush=True
+    )
     started = time.perf_counter()
-    code = subprocess.call(command, env=env, cwd=ROOT)
+    code = peftbench_run(CONFIG, overrides, env)
     row = {"method": method, "pipeline": pipeline, "code": code}
     row["wall_s"] = time.perf_counter() - started
     records, _ = load_records(out)
@@ -159,9 +159,7 @@ def main() -> int:
     args.output_dir = args.output_dir.resolve()
     cache_dir = args.output_dir / "peak-cache"
     shutil.rmtree(cache_dir, ignore_errors=True)
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-    env.setdefault("PEFTBENCH_DATA_DIR", str(ROOT.parent / "shared" / "data"))
-    env["PEFTBENCH_CACHE_DIR"] = str(cache_dir)
+    env = offline_env(PEFTBENCH_CACHE_DIR=str(cache_dir))
     for override in args.overrides:  # the peak is cached per thread count: measure with the runs'
         if override.startswith("training.num_threads="):
             torch.set_num_threads(int(override.split("=", 1)[1]))
