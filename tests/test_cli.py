@@ -14,7 +14,7 @@ import pytest
 from conftest import REPO, tiny_config, write_config
 
 from peftbench.cli import main
-from peftbench.results import load_records, read_record
+from peftbench.results import load_records, read_record, write_json_atomic
 
 
 def test_run_end_to_end_writes_records_summary_and_report(
@@ -67,6 +67,43 @@ def test_run_end_to_end_writes_records_summary_and_report(
     assert main(["run", str(config), "training.epochs=1", "methods={ia3: {}}"]) == 0
     record = read_record(out / "runs" / "ia3-seed0" / "record.json")
     assert len(record["train_info"]["epochs"]) == 1
+
+
+def test_resuming_where_auto_resolves_to_another_precision_is_refused(
+    tiny_roberta: Path, tiny_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    out = tmp_path / "out"
+    raw = tiny_config(tiny_roberta, tiny_dataset, out)
+    raw["training"]["epochs"] = 1
+    raw["methods"] = {"lora": {"learning_rate": 5e-3}, "ia3": {"learning_rate": 2e-2}}
+    config = write_config(raw, tmp_path / "exp.yaml")
+    assert main(["run", str(config)]) == 0
+    here = read_record(out / "runs" / "ia3-seed0" / "record.json")["train_info"]["precision"]
+    assert here in ("bf16", "fp32")  # precision: auto, as this CPU resolved it
+    other = "fp32" if here == "bf16" else "bf16"
+    # lora-seed0 as it would be kept from a session on the other kind of CPU
+    lora = out / "runs" / "lora-seed0" / "record.json"
+    record = read_record(lora)
+    record["train_info"]["precision"] = other
+    write_json_atomic(lora, record)
+    capsys.readouterr()
+
+    files = {path: path.stat().st_mtime_ns for path in out.rglob("*") if path.is_file()}
+    err = _expect_bad_input(
+        ["run", str(config)],
+        capsys,
+        f"another precision than it does here ({here}, ",
+        f"): lora-seed0 in {other}. Resuming",
+        f"delete those runs' directories under {out / 'runs'} to redo only them here in {here}",
+        "--force to redo every run here",
+    )
+    assert "ia3-seed0" not in err
+    assert {path: path.stat().st_mtime_ns for path in out.rglob("*") if path.is_file()} == files
+
+    # --force redoes the runs (here lora's only): one precision again.
+    assert main(["run", str(config), "--force", "methods={lora: {learning_rate: 5e-3}}"]) == 0
+    records, _ = load_records(out)
+    assert [r["train_info"]["precision"] for r in records] == [here, here]
 
 
 def _expect_bad_input(argv: list[str], capsys: pytest.CaptureFixture, *needles: str) -> str:

@@ -594,3 +594,40 @@ def test_a_search_choice_at_the_edge_of_its_grid_is_flagged(tmp_path: Path) -> N
     ) in md
     assert "imdb-roberta / LoRA: r = 4 is the smallest value tried" in md
     assert "LoRA: learning_rate" not in md and "IA3: learning_rate" not in md
+
+
+def test_runs_in_different_precisions_are_shown_and_warned_of(tmp_path: Path) -> None:
+    out = tmp_path / "exp"
+    for label, seed, precision in (
+        ("Full", 0, "bf16"),
+        ("LoRA", 0, "bf16"),
+        ("LoRA", 1, "fp32"),  # resumed on a CPU without AVX-512 BF16 (precision: auto)
+        ("IA3", 0, "fp32"),
+    ):
+        record = make_record(label, seed, 0.85)
+        record["train_info"]["precision"] = precision
+        write(out, record)
+    build_report([out], formats=("md", "csv"))
+    md = (out / "report.md").read_text()
+    warning = (
+        "imdb-roberta: the runs computed in different precisions (bf16: Full (1 run), LoRA "
+        "(1 run); fp32: IA3 (1 run), LoRA (1 run)), so a difference between methods may come "
+        "from precision as well as from the method."
+    )
+    assert warning in md
+    assert md.index(warning) < md.index("## Results")  # right under the bottom line
+    summary = md[md.index("## Results") :]
+    assert "| precision |" in summary
+    assert "| LoRA | 2 success | 2 | bf16, fp32 |" in summary
+    rows = list(csv.DictReader(io.StringIO((out / "summary.csv").read_text())))
+    # (without an experiment.yaml, methods come in label order: Full, IA3, LoRA)
+    assert [row["precision"] for row in rows] == ["bf16", "fp32", "bf16", "fp32"]
+
+    # One precision throughout: the column stays, the warning goes.
+    for record_file in out.glob("runs/*/record.json"):
+        record = json.loads(record_file.read_text())
+        record["train_info"]["precision"] = "fp32"
+        write_json_atomic(record_file, record)
+    build_report([out], formats=("md",))
+    md = (out / "report.md").read_text()
+    assert "different precisions" not in md and "| LoRA | 2 success | 2 | fp32 |" in md

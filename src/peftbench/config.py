@@ -92,7 +92,8 @@ class TrainingConfig:
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
     # "auto": bf16 where the device computes it natively (CUDA with bf16, CPUs with
-    # AVX-512 BF16 or AMX), fp32 elsewhere.
+    # AVX-512 BF16 or AMX), fp16 on older GPUs, fp32 on other CPUs; it resolves on the machine
+    # that trains, and each record keeps what it resolved to (train_info.precision).
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     # "dynamic" pads each batch to its longest example; "max_length" pads every example to
     # max_length, as the reference study did. Both give the same predictions.

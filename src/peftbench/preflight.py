@@ -81,6 +81,54 @@ def _check_device_and_precision(config: ExperimentConfig) -> None:
             )
 
 
+def check_kept_precision(config: ExperimentConfig) -> None:
+    """Refuse to resume an experiment whose finished runs computed in another precision.
+
+    `training.precision: auto` resolves on the machine that trains (bf16 or fp16 on a GPU,
+    bf16 on a CPU with AVX-512 BF16, fp32 on other CPUs) and the config hash records `auto`,
+    not what it resolved to; so without this check, runs kept from one machine and runs
+    trained on another would be compared as if only the method differed. Runs on this machine
+    (the local backend, or an embedded Ray) are checked; a Ray cluster joined by address is
+    not, as its nodes resolve `auto` on their own (the report warns when precisions differ).
+    """
+    from peftbench.results import RUNS_DIR, load_records
+    from peftbench.train import pick_device, pick_precision
+
+    training = config.training
+    joined_cluster = config.execution.backend == "ray" and config.execution.address is not None
+    if training.precision != "auto" or joined_cluster:
+        return
+    device = pick_device(training.device)
+    here = pick_precision("auto", device)
+    records, _ = load_records(config.output_path)
+    other: dict[str, list[str]] = {}
+    for record in records:
+        resolved = record.get("train_info", {}).get("precision")
+        chose = record["run_info"].get("config", {}).get("training", {}).get("precision")
+        if record["status"] == "success" and chose == "auto" and resolved not in (None, here):
+            other.setdefault(resolved, []).append(record["run_id"])
+    if not other:
+        return
+    kept = "; ".join(f"{', '.join(runs)} in {p}" for p, runs in sorted(other.items()))
+    machine = _precision_reason(here, device.type)
+    raise PeftbenchError(
+        f"{config.output_path} holds finished runs whose training.precision: auto computed in "
+        f"another precision than it does here ({here}, {machine}): {kept}. "
+        "Resuming would compare methods that differ in precision as well as in method; "
+        "fix: resume on a machine where auto resolves as it did for those runs, or delete "
+        f"those runs' directories under {config.output_path / RUNS_DIR} to redo only them here "
+        f"in {here}, or pass --force to redo every run here, or choose another output_dir"
+    )
+
+
+def _precision_reason(precision: str, device_type: str) -> str:
+    if device_type == "cuda":
+        import torch
+
+        return f"on {torch.cuda.get_device_name(0)}"
+    return f"a CPU {'with' if precision == 'bf16' else 'without'} AVX-512 BF16 or AMX"
+
+
 def _check_4bit(config: ExperimentConfig) -> None:
     from peftbench.methods import get_method
 

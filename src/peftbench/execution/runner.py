@@ -27,7 +27,7 @@ from peftbench.execution.schedule import Backend, Scheduler
 from peftbench.interrupts import sigterm_as_interrupt
 from peftbench.logs import LOG
 from peftbench.models import load_tokenizer
-from peftbench.preflight import check_machine
+from peftbench.preflight import check_kept_precision, check_machine
 from peftbench.results import RunRecord, load_records
 
 LOCK_FILE = ".peftbench.lock"
@@ -123,6 +123,8 @@ def check_resources(config: ExperimentConfig) -> None:
 def run_experiment(config: ExperimentConfig, force: bool = False) -> ExperimentOutcome:
     """Prepare the data once, then do every run that is not already finished."""
     check_machine(config)  # device, precision, trackers, 4-bit: before Ray or any file
+    if not force:  # --force redoes every run, kept ones included
+        check_kept_precision(config)
     # SIGTERM stops the experiment like Ctrl-C; the caller's handlers are back afterwards.
     with sigterm_as_interrupt() as interrupts:
         # Ray is reached (and its resources checked) before anything is written.

@@ -117,6 +117,7 @@ COLUMNS: list[Column] = [
         _fixed(3),
         False,
     ),
+    Column("precision", "precision", _dig("train_info", "precision"), _text),
     Column("train_time_s", "train time (s)", _dig("train_info", "train_time_s"), _fixed(1), False),
     Column(
         "eval_time_per_eval_s",

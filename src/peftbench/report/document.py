@@ -14,7 +14,15 @@ from typing import Any
 
 from peftbench.report.columns import PUBLISHED_MEMORY_KEY, Column, visible_columns
 from peftbench.report.power import FORMULA
-from peftbench.report.runs import FIGURES, MethodStats, Run, as_dict, one_line
+from peftbench.report.runs import (
+    FIGURES,
+    MethodStats,
+    Run,
+    as_dict,
+    by_method,
+    one_line,
+    precisions_of,
+)
 from peftbench.report.significance import (
     MethodIntervals,
     PairComparison,
@@ -76,11 +84,16 @@ def summary_table(runs: Sequence[Run], stats: Sequence[MethodStats]) -> Table:
         shown |= {key for s in stats if s.reference for key in s.mean}
     columns = [c for c in FIGURES if c.key in shown] + ([PUBLISHED_MEMORY] if reference else [])
     several = len({s.group for s in stats}) > 1
+    members = by_method(runs)
+    precision = bool(precisions_of(runs))  # the column appears where runs recorded one
     headers = (["experiment"] if several else []) + ["method", "status", "n seeds"]
+    headers += ["precision"] if precision else []
     table = Table(headers + [c.label for c in columns], [])
     for s in stats:
         seeds = "—" if s.reference else str(s.n_seeds)
         row = ([s.group] if several else []) + [s.label, _status(s), seeds]
+        if precision:
+            row.append(", ".join(precisions_of(members.get((s.group, s.label), []))) or "—")
         table.rows.append(row + [_cell(c, s) for c in columns])
         table.marks.append("published" if s.reference else ("" if s.n_seeds else "failed"))
     return table

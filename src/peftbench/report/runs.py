@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import statistics
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
@@ -180,6 +181,35 @@ def by_method(runs: Iterable[Run]) -> dict[tuple[str, str], list[Run]]:
     for run in runs:
         grouped.setdefault((run.group, run.label), []).append(run)
     return grouped
+
+
+def precisions_of(runs: Iterable[Run]) -> list[str]:
+    """The precisions (bf16, fp32, ...) the successful runs computed in, in order of appearance."""
+    found = (as_dict(run.record.get("train_info")).get("precision") for run in runs if run.ok)
+    return list(dict.fromkeys(p for p in found if isinstance(p, str)))
+
+
+def mixed_precision_warnings(runs: Sequence[Run]) -> list[str]:
+    """A warning for each experiment whose successful runs computed in different precisions
+    (`precision: auto` resolves per machine): their differences mix precision with method."""
+    warnings = []
+    for group in dict.fromkeys(run.group for run in runs):
+        good = [run for run in runs if run.group == group and run.ok]
+        found = precisions_of(good)
+        if len(found) < 2:
+            continue
+        parts = []
+        for precision in found:
+            labels = Counter(run.label for run in good if precisions_of([run]) == [precision])
+            listed = ", ".join(f"{label} ({n} run{'s' * (n != 1)})" for label, n in labels.items())
+            parts.append(f"{precision}: {listed}")
+        warnings.append(
+            f"{group}: the runs computed in different precisions ({'; '.join(parts)}), so a "
+            "difference between methods may come from precision as well as from the method. "
+            "To compare the methods alone, rerun them in one precision: on one kind of machine "
+            "(training.precision: auto resolves per machine), or with training.precision set."
+        )
+    return warnings
 
 
 def summarize(runs: Sequence[Run]) -> list[MethodStats]:

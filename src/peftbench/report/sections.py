@@ -27,7 +27,15 @@ from peftbench.report.document import (
 from peftbench.report.paths import scrub
 from peftbench.report.plots import Plot
 from peftbench.report.recommend import Recommendation
-from peftbench.report.runs import MethodStats, Run, as_dict, by_method, info, one_line
+from peftbench.report.runs import (
+    MethodStats,
+    Run,
+    as_dict,
+    by_method,
+    info,
+    mixed_precision_warnings,
+    one_line,
+)
 from peftbench.report.significance import Settings, Statistics
 from peftbench.results import finite_number
 
@@ -246,7 +254,8 @@ def bottom_line_section(inputs: ReportInputs) -> list[Block]:
     several = len(inputs.bottom_lines) > 1
     for group, line in inputs.bottom_lines.items():
         blocks.append(("lead", f"{group}: {line.text}" if several else line.text))
-    return blocks
+    mixed = mixed_precision_warnings(inputs.runs)
+    return blocks + ([("warn", mixed)] if mixed else [])
 
 
 def recommendations_section(inputs: ReportInputs) -> list[Block]:
