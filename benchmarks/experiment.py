@@ -15,8 +15,10 @@ that section).
 
 Benchmarks longer than a session: a start first copies back the runs of the newest committed
 <name>-*-runs/ that results/benchmark-<name>/ lacks, so it goes on where the last one stopped,
-in a fresh checkout too (the runner redoes a run whose config changed since). Stop it at any
-time, then `... --commit-only` writes the result file and the runs copy of what has finished.
+in a fresh checkout too (the runner redoes a run whose config changed since, and refuses to
+resume on a machine where `precision: auto` resolves differently from the kept runs). Stop it
+at any time, then `... --commit-only` writes the result file and the runs copy of what has
+finished (partial unless every final run has).
 
 Used for issue 2 (configs/imdb-minilm-cpu.yaml, --min-accuracy 0.75), issue 4
 (configs/imdb-minilm-cpu-seeds-search.yaml) and issue 7 (configs/imdb-minilm-all-methods.yaml).
@@ -30,9 +32,11 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
+import yaml
 from peftbench_process import peftbench_run
 from run_copies import copy_runs, restore_runs
 
+from peftbench.cli import EXIT_BAD_INPUT
 from peftbench.measure import describe_machine
 from peftbench.report import build_report
 from peftbench.report.paths import scrub
@@ -104,6 +108,15 @@ def commit_report(runs_copy: Path, stem: str, reference: bool, finals: bool) -> 
     return report_copy
 
 
+def planned_finals(runs_copy: Path) -> int | None:
+    """How many final runs the experiment has (methods x seeds of its experiment.yaml)."""
+    try:
+        config = yaml.safe_load((runs_copy / "experiment.yaml").read_text(encoding="utf-8"))
+        return len(config["methods"]) * len(config["seeds"])
+    except (OSError, yaml.YAMLError, KeyError, TypeError):
+        return None
+
+
 def restore_latest_runs(output_dir: Path, name: str) -> None:
     """Copy back the runs of the newest committed <name>-<date>-runs/ that output_dir lacks."""
     committed = sorted(RESULTS.glob(f"{name}-20[0-9][0-9]-[0-9][0-9]-[0-9][0-9]-runs"))
@@ -119,15 +132,32 @@ def main() -> int:
     started = datetime.now(UTC)
     code = 1 if args.commit_only else peftbench_run(args.config, overrides)
     elapsed = (datetime.now(UTC) - started).total_seconds()
+    if code == EXIT_BAD_INPUT:  # refused before any run started (its message says why)
+        print("peftbench run refused the experiment; no result file written", file=sys.stderr)
+        return code
 
     stem = f"{args.name}-{started:%Y-%m-%d}"
     runs_copy = commit_runs(output_dir, stem, only_successful=args.commit_only)
     records, _ = load_records(runs_copy)
     finals = [r for r in records if r["run_info"].get("role", "final") == "final"]
+    succeeded = sum(r["status"] == "success" for r in finals)
+    complete = succeeded == planned_finals(runs_copy)  # --commit-only of a finished benchmark
     first = (finals or records or [{}])[0]
     runs_wall = runs_wall_time_s(records)
     report_dir = commit_report(runs_copy, stem, args.reference, bool(finals))
     summary = report_dir / "summary.md" if report_dir else None
+    if not args.commit_only:
+        outcome = f"exit code {code}"
+    elif complete:
+        outcome = (
+            "written with --commit-only from the records of earlier invocations: all "
+            f"{succeeded} final runs finished"
+        )
+    else:
+        outcome = (
+            "**partial**: written with --commit-only from the runs finished so far; the same "
+            "command without it goes on"
+        )
     shown_command = " ".join(
         ["PEFTBENCH_DATA_DIR=../shared/data .venv/bin/python benchmarks/experiment.py"]
         + [str(args.config), "--name", args.name]
@@ -144,13 +174,7 @@ def main() -> int:
         f"{first.get('meta_info', {}).get('torch_threads', '?')} torch "
         "threads per run",
         f"- command: `{shown_command}`",
-        f"- config: `{args.config}`, overrides {args.overrides or 'none'}; "
-        + (
-            "**partial**: written with --commit-only from the runs finished so far; the same "
-            "command without it goes on"
-            if args.commit_only
-            else f"exit code {code}"
-        ),
+        f"- config: `{args.config}`, overrides {args.overrides or 'none'}; " + outcome,
         f"- data: {scrub(str(first.get('data_info', {}).get('source', '?')), ROOT)}, label balance "
         f"{first.get('data_info', {}).get('label_balance', '?')}",
         f"- {len(finals)} final runs, {len(records) - len(finals)} search runs; "
@@ -197,7 +221,7 @@ def main() -> int:
     out = RESULTS / f"{stem}.md"
     out.write_text("\n".join(lines) + "\n", encoding="utf-8")
     print(f"wrote {out}, {stem}-runs/" + (f" and {stem}-report/" if report_dir else ""))
-    return 0 if code == 0 and all(verdicts) else 1
+    return 0 if (code == 0 or (args.commit_only and complete)) and all(verdicts) else 1
 
 
 if __name__ == "__main__":
