@@ -60,13 +60,19 @@ def _not_available(what: str, name: str, exc: Exception) -> PeftbenchError:
     )
 
 
+def shipped_architecture(name: str) -> Path | None:
+    """The architecture config shipped with peftbench for a model name, if there is one."""
+    path = ARCHITECTURES_DIR / f"{name}.json"
+    return path if path.is_file() else None
+
+
 def load_architecture(
     model: ModelConfig, num_labels: int, on_disk_only: bool = False
 ) -> PretrainedConfig:
     """The model's architecture config; for init: random a shipped architecture name works.
     on_disk_only: look only in a local directory or the Hugging Face cache, never the Hub."""
-    shipped = ARCHITECTURES_DIR / f"{model.name}.json"
-    if model.init == "random" and shipped.exists():
+    shipped = shipped_architecture(model.name)
+    if model.init == "random" and shipped is not None:
         config_dict = json.loads(shipped.read_text())
         config = AutoConfig.for_model(**config_dict)
     else:
@@ -76,7 +82,7 @@ def load_architecture(
                 name, revision=model.revision, local_files_only=on_disk_only
             )
         except (OSError, ValueError) as exc:
-            if shipped.exists():
+            if shipped is not None:
                 raise PeftbenchError(
                     f"model {model.name!r} is not available offline. Its architecture ships "
                     f"with peftbench: set model.init: random for planning or timing runs, or "
@@ -105,7 +111,7 @@ def architecture_for_planning(model: ModelConfig, num_labels: int) -> tuple[Pret
     directory or the Hugging Face cache), else the copy shipped with peftbench, else the Hub's.
     The shipped copy comes before the Hub so that planning offline does not wait out the Hub
     client's retries (about 30 s without network)."""
-    shipped = (ARCHITECTURES_DIR / f"{model.name}.json").exists()
+    shipped = shipped_architecture(model.name) is not None
     shipped_source = "architecture shipped with peftbench"
     if model.init == "random" and shipped:  # what the run itself will build
         return load_architecture(model, num_labels), shipped_source
