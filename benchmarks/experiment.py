@@ -15,10 +15,11 @@ that section).
 
 Benchmarks longer than a session: a start first copies back the runs of the newest committed
 <name>-*-runs/ that results/benchmark-<name>/ lacks, so it goes on where the last one stopped,
-in a fresh checkout too (the runner redoes a run whose config changed since, and refuses to
-resume on a machine where `precision: auto` resolves differently from the kept runs). Stop it
-at any time, then `... --commit-only` writes the result file and the runs copy of what has
-finished (partial unless every final run has).
+in a fresh checkout too (the runner redoes a run whose config changed since). A committed run
+whose `precision: auto` computed in another precision than it does here is not copied back but
+redone, so that one experiment never mixes precisions (the runner refuses to resume beside such
+a run). Stop it at any time, then `... --commit-only` writes the result file and the runs copy
+of what has finished (partial unless every final run has).
 
 Used for issue 2 (configs/imdb-minilm-cpu.yaml, --min-accuracy 0.75), issue 4
 (configs/imdb-minilm-cpu-seeds-search.yaml) and issue 7 (configs/imdb-minilm-all-methods.yaml).
@@ -37,7 +38,10 @@ from peftbench_process import peftbench_run
 from run_copies import copy_runs, restore_runs
 
 from peftbench.cli import EXIT_BAD_INPUT
+from peftbench.config import load_config
+from peftbench.errors import PeftbenchError
 from peftbench.measure import describe_machine
+from peftbench.preflight import auto_precision_here
 from peftbench.report import build_report
 from peftbench.report.paths import scrub
 from peftbench.report.study_orderings import TITLE as STUDY_ORDERINGS
@@ -108,6 +112,16 @@ def commit_report(runs_copy: Path, stem: str, reference: bool, finals: bool) -> 
     return report_copy
 
 
+def auto_precision_for(config_file: Path, overrides: list[str]) -> str | None:
+    """What `precision: auto` resolves to here for this config (None if it names one, or if
+    the config is bad: `peftbench run` then says what is wrong)."""
+    try:
+        training = load_config(config_file, overrides).training
+    except PeftbenchError:
+        return None
+    return auto_precision_here(training)[0] if training.precision == "auto" else None
+
+
 def planned_finals(runs_copy: Path) -> int | None:
     """How many final runs the experiment has (methods x seeds of its experiment.yaml)."""
     try:
@@ -117,18 +131,26 @@ def planned_finals(runs_copy: Path) -> int | None:
         return None
 
 
-def restore_latest_runs(output_dir: Path, name: str) -> None:
-    """Copy back the runs of the newest committed <name>-<date>-runs/ that output_dir lacks."""
+def restore_latest_runs(output_dir: Path, name: str, auto_precision: str | None) -> None:
+    """Copy back the runs of the newest committed <name>-<date>-runs/ that output_dir lacks;
+    with `auto_precision`, not those whose `precision: auto` computed in another one."""
     committed = sorted(RESULTS.glob(f"{name}-20[0-9][0-9]-[0-9][0-9]-[0-9][0-9]-runs"))
     if committed:
-        restore_runs(committed[-1], output_dir)
+        left_out = restore_runs(committed[-1], output_dir, auto_precision)
+        if left_out:
+            print(
+                f"not restored from {committed[-1].name}, to be redone here in {auto_precision} "
+                f"(precision: auto): {', '.join(left_out)}"
+            )
 
 
 def main() -> int:
     args = parse_args()
     output_dir = ROOT / "results" / f"benchmark-{args.name}"
-    restore_latest_runs(output_dir, args.name)
     overrides = [*args.overrides, f"output_dir={output_dir}"]
+    # --commit-only restores every committed run: the copy it rewrites must stay whole.
+    here = None if args.commit_only else auto_precision_for(args.config, overrides)
+    restore_latest_runs(output_dir, args.name, here)
     started = datetime.now(UTC)
     code = 1 if args.commit_only else peftbench_run(args.config, overrides)
     elapsed = (datetime.now(UTC) - started).total_seconds()

@@ -11,6 +11,7 @@ import json
 import shutil
 from pathlib import Path
 
+from peftbench.preflight import auto_precision_of
 from peftbench.report.paths import scrub
 from peftbench.results import PREDICTIONS_FILE, RECORD_FILE, RUNS_DIR
 
@@ -34,10 +35,20 @@ def copy_runs(
             target.write_text(scrub(source.read_text(encoding="utf-8"), ROOT), encoding="utf-8")
 
 
-def restore_runs(copy_dir: Path, output_dir: Path) -> None:
+def restore_runs(copy_dir: Path, output_dir: Path, auto_precision: str | None = None) -> list[str]:
     """Copy back the runs of copy_dir that output_dir has no record of (the runner then
-    treats those as finished, unless their config changed since)."""
+    treats those as finished, unless their config changed since). With `auto_precision` (what
+    `precision: auto` resolves to here), a run whose `auto` computed in another precision is
+    left out, to be redone here: the runner refuses to resume beside it. Returns those left out."""
+    left_out = []
     for run_dir in sorted((copy_dir / RUNS_DIR).glob("*")):
         target = output_dir / RUNS_DIR / run_dir.name
-        if not (target / RECORD_FILE).exists():
-            shutil.copytree(run_dir, target, dirs_exist_ok=True)
+        if (target / RECORD_FILE).exists():
+            continue
+        record = json.loads((run_dir / RECORD_FILE).read_text(encoding="utf-8"))
+        computed = auto_precision_of(record)
+        if auto_precision and computed not in (None, auto_precision):
+            left_out.append(f"{run_dir.name} ({computed})")
+            continue
+        shutil.copytree(run_dir, target, dirs_exist_ok=True)
+    return left_out

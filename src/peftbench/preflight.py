@@ -10,8 +10,9 @@ from __future__ import annotations
 import importlib.util
 import os
 from pathlib import Path
+from typing import Any
 
-from peftbench.config import ExperimentConfig
+from peftbench.config import ExperimentConfig, TrainingConfig
 from peftbench.errors import PeftbenchError
 from peftbench.logs import LOG
 
@@ -92,25 +93,22 @@ def check_kept_precision(config: ExperimentConfig) -> None:
     not, as its nodes resolve `auto` on their own (the report warns when precisions differ).
     """
     from peftbench.results import RUNS_DIR, load_records
-    from peftbench.train import pick_device, pick_precision
 
     training = config.training
     joined_cluster = config.execution.backend == "ray" and config.execution.address is not None
     if training.precision != "auto" or joined_cluster:
         return
-    device = pick_device(training.device)
-    here = pick_precision("auto", device)
+    here, device_type = auto_precision_here(training)
     records, _ = load_records(config.output_path)
     other: dict[str, list[str]] = {}
     for record in records:
-        resolved = record.get("train_info", {}).get("precision")
-        chose = record["run_info"].get("config", {}).get("training", {}).get("precision")
-        if record["status"] == "success" and chose == "auto" and resolved not in (None, here):
+        resolved = auto_precision_of(record)
+        if record["status"] == "success" and resolved not in (None, here):
             other.setdefault(resolved, []).append(record["run_id"])
     if not other:
         return
     kept = "; ".join(f"{', '.join(runs)} in {p}" for p, runs in sorted(other.items()))
-    machine = _precision_reason(here, device.type)
+    machine = _precision_reason(here, device_type)
     raise PeftbenchError(
         f"{config.output_path} holds finished runs whose training.precision: auto computed in "
         f"another precision than it does here ({here}, {machine}): {kept}. "
@@ -119,6 +117,23 @@ def check_kept_precision(config: ExperimentConfig) -> None:
         f"those runs' directories under {config.output_path / RUNS_DIR} to redo only them here "
         f"in {here}, or pass --force to redo every run here, or choose another output_dir"
     )
+
+
+def auto_precision_here(training: TrainingConfig) -> tuple[str, str]:
+    """(precision, device type) that `precision: auto` resolves to for a run on this machine."""
+    from peftbench.train import pick_device, pick_precision
+
+    device = pick_device(training.device)
+    return pick_precision("auto", device), device.type
+
+
+def auto_precision_of(record: dict[str, Any]) -> str | None:
+    """The precision a run of `precision: auto` computed in, from its record (None for a run
+    whose config chose a precision, or a record without one)."""
+    config = record.get("run_info", {}).get("config", {})
+    if config.get("training", {}).get("precision") != "auto":
+        return None
+    return record.get("train_info", {}).get("precision")
 
 
 def _precision_reason(precision: str, device_type: str) -> str:
