@@ -45,7 +45,9 @@ from run_copies import copy_runs, restore_runs
 from scipy import stats as scipy_stats
 
 from peftbench import stats
+from peftbench.config import load_config
 from peftbench.measure import describe_machine
+from peftbench.preflight import auto_precision_here, auto_precision_of
 from peftbench.results import load_records, predictions_path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -70,6 +72,23 @@ def arm_overrides(arm: str) -> list[str]:
     if arm.startswith(ABLATION_PREFIX):
         return ["training.pipeline=default", arm.removeprefix(ABLATION_PREFIX)]
     return [f"training.pipeline={arm}"]
+
+
+def precision_mismatch(ablate: str) -> str | None:
+    """Why an ablation arm trained here would differ from the default arm in precision too
+    (`precision: auto` resolved on another kind of CPU for the default's runs), or None."""
+    if ablate.startswith("training.precision="):
+        return None
+    here = auto_precision_here(load_config(CONFIG, WORKLOAD).training)[0]
+    default = {auto_precision_of(r) for r in load_records(OUTPUT / "default")[0]} - {None}
+    if not default or default == {here}:
+        return None
+    return (
+        f"--ablate {ablate}: the default arm's runs computed in {', '.join(sorted(default))} "
+        f"(precision: auto) and this machine would train the ablation in {here}, so the arm "
+        "would differ from the default in precision as well; run it on a machine where auto "
+        "resolves as it did for the default arm"
+    )
 
 
 def run_seeds(arms: list[str], methods: list[str], seeds: list[int]) -> int:
@@ -270,6 +289,8 @@ def main() -> int:
     started, code = datetime.now(UTC), 0
     for arm in [*PIPELINES, *ablation_arms()]:  # committed runs the runner does not have yet
         restore_runs(KEPT / arm, OUTPUT / arm)
+    if args.ablate and not args.analyse_only and (mismatch := precision_mismatch(args.ablate)):
+        parser.error(mismatch)  # before any run, after the committed default runs are back
     if not args.analyse_only:
         for start in range(0, len(seeds), args.parallel):
             code = max(code, run_seeds(arms, methods, seeds[start : start + args.parallel]))
