@@ -189,8 +189,8 @@ def test_markdown_tables_and_recommendations(built: tuple[Path, ReportResult]) -
         "methods.csv",
     }
     md = (out / "report.md").read_text()
-    assert "| imdb-roberta | LoRA | 3 success, 1 not successful | 3 | 88.50 ± 0.50 |" in md
-    assert "| imdb-roberta | Full | 1 success | 1 | 89.00 |" in md
+    assert "| imdb-roberta | LoRA | 3 success, 1 not successful | 3 | bf16 | 88.50 ± 0.50 |" in md
+    assert "| imdb-roberta | Full | 1 success | 1 | bf16 | 89.00 |" in md
     assert "124,647,170" in md and "peak CUDA allocated (MB)" in md
     assert "![Accuracy vs trainable parameters](plots/accuracy_vs_trainable_params.png)" in md
     assert "| LoRA | lora-seed4 | 4 | failed | NonFiniteLoss: loss became nan at step 12 |" in md
@@ -261,7 +261,7 @@ def test_several_dirs_are_grouped_and_labelled(tmp_path: Path, experiment: Path)
     result = build_report([experiment, cpu, empty], out_dir=tmp_path / "report", formats=("md",))
     md = (tmp_path / "report" / "report.md").read_text()
     assert "| experiment | method |" in md
-    assert "| imdb-minilm-cpu | LoRA | 1 success | 1 | 81.00 |" in md
+    assert "| imdb-minilm-cpu | LoRA | 1 success | 1 | bf16 | 81.00 |" in md
     assert "| imdb-minilm-cpu | IA3 | 1 not successful | 0 | — |" in md
     assert "### imdb-roberta" in md and "### imdb-minilm-cpu" in md
     assert "**Failed runs:** IA3: 1 of 1 run(s) did not succeed" in md
