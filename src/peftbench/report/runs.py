@@ -183,10 +183,15 @@ def by_method(runs: Iterable[Run]) -> dict[tuple[str, str], list[Run]]:
     return grouped
 
 
+def run_precision(run: Run) -> str | None:
+    """The precision (bf16, fp32, ...) a run computed in, as its record says (the column's)."""
+    value = COLUMNS_BY_KEY["precision"].get(run.record)
+    return value if isinstance(value, str) else None
+
+
 def precisions_of(runs: Iterable[Run]) -> list[str]:
-    """The precisions (bf16, fp32, ...) the successful runs computed in, in order of appearance."""
-    found = (as_dict(run.record.get("train_info")).get("precision") for run in runs if run.ok)
-    return list(dict.fromkeys(p for p in found if isinstance(p, str)))
+    """The precisions the successful runs computed in, in order of appearance."""
+    return list(dict.fromkeys(p for run in runs if run.ok and (p := run_precision(run))))
 
 
 def mixed_precision_warnings(runs: Sequence[Run]) -> list[str]:
@@ -200,7 +205,7 @@ def mixed_precision_warnings(runs: Sequence[Run]) -> list[str]:
             continue
         parts = []
         for precision in found:
-            labels = Counter(run.label for run in good if precisions_of([run]) == [precision])
+            labels = Counter(run.label for run in good if run_precision(run) == precision)
             listed = ", ".join(f"{label} ({n} run{'s' * (n != 1)})" for label, n in labels.items())
             parts.append(f"{precision}: {listed}")
         warnings.append(
