@@ -30,7 +30,7 @@ from peft.tuners.vera.layer import VeraLayer
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
-from peftbench.measure import cpu_name
+from peftbench.measure import cpu_has_native_bf16, cpu_name
 
 # Modules that run on one token per sequence (the first token or the pooled one).
 PER_SEQUENCE_MODULES = {"classifier", "pre_classifier", "pooler"}
@@ -300,12 +300,12 @@ def _measure_matmul(device: torch.device, dtype: torch.dtype, size: int, repeats
 
 def _cpu_matmul_size(dtype: torch.dtype) -> int:
     """2048 where the CPU computes `dtype` at speed; 512 where it is emulated (bf16 without
-    AVX-512 BF16 runs ~200x slower, and a 2048^3 measurement would take minutes)."""
-    probe = torch.ones(256, 256, dtype=dtype)
-    torch.mm(probe, probe)  # warm-up: thread pool start, kernel selection
-    start = time.perf_counter()
-    torch.mm(probe, probe)
-    return 2048 if time.perf_counter() - start < 0.01 else 512
+    AVX-512 BF16 runs ~200x slower, and a 2048^3 measurement would take minutes). Decided by
+    the CPU's flags, as preflight does, not by timing: the size is part of the cache key, and
+    a timed probe on a busy machine picked another size, hence another key, now and then."""
+    if dtype == torch.float32:
+        return 2048
+    return 2048 if dtype == torch.bfloat16 and cpu_has_native_bf16() else 512
 
 
 def peak_flops(
