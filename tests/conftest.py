@@ -10,7 +10,10 @@ from __future__ import annotations
 import os
 import random
 import shutil
+import signal
+import sys
 import tempfile
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -215,6 +218,41 @@ def loop_state(model, data, training, method, params, optimizer=None, scheduler=
         scheduler=scheduler,
         scaler=torch.amp.GradScaler("cpu", enabled=False),
     )
+
+
+@pytest.fixture
+def ctrl_c_as_in_a_terminal() -> Iterator[None]:
+    """SIGINT raises KeyboardInterrupt, as in a terminal (a test worker may ignore it)."""
+    saved = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, saved)
+
+
+def drop_a_ctrl_c() -> list[BaseException]:
+    """Press Ctrl-C while Python runs a weakref finalizer, as the tensor memory tracker's are
+    for every freed tensor: Python prints and drops the KeyboardInterrupt. Returns the
+    exceptions dropped (caught here instead of printed)."""
+    dropped: list[BaseException] = []
+
+    class Freed:
+        pass
+
+    def finalizer() -> None:
+        os.kill(os.getpid(), signal.SIGINT)
+        for _ in range(10_000):  # the handler runs at a loop's back edge, inside the finalizer
+            pass
+
+    saved_hook = sys.unraisablehook
+    sys.unraisablehook = lambda unraisable: dropped.append(unraisable.exc_value)
+    try:
+        freed = Freed()
+        weakref.finalize(freed, finalizer)
+        del freed
+    finally:
+        sys.unraisablehook = saved_hook
+    return dropped
 
 
 @contextmanager

@@ -6,8 +6,9 @@ import os
 import signal
 
 import pytest
+from conftest import drop_a_ctrl_c
 
-from peftbench.interrupts import sigterm_as_interrupt
+from peftbench.interrupts import raise_if_interrupted, sigterm_as_interrupt
 
 
 def _own_handler(signum: int, frame: object) -> None:
@@ -37,3 +38,27 @@ def test_renew_and_ignore_are_undone_on_exit() -> None:
         assert signal.getsignal(signal.SIGTERM) == signal.SIG_IGN
         os.kill(os.getpid(), signal.SIGTERM)  # ignored: nothing is raised
     assert {sig: signal.getsignal(sig) for sig in before} == before
+
+
+@pytest.mark.usefixtures("ctrl_c_as_in_a_terminal")
+def test_a_ctrl_c_that_python_dropped_is_raised_at_the_next_check() -> None:
+    with sigterm_as_interrupt():
+        raise_if_interrupted()  # nothing pressed yet: nothing raised
+        dropped = drop_a_ctrl_c()
+        assert [type(e) for e in dropped] == [KeyboardInterrupt]  # lost without the check
+        with pytest.raises(KeyboardInterrupt):
+            raise_if_interrupted()
+    with sigterm_as_interrupt():
+        raise_if_interrupted()  # a new block starts with nothing pressed
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_an_ignored_ctrl_c_stays_ignored() -> None:
+    saved = signal.signal(signal.SIGINT, signal.SIG_IGN)  # a shell's background job
+    try:
+        with sigterm_as_interrupt():
+            assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+            os.kill(os.getpid(), signal.SIGINT)
+            raise_if_interrupted()
+    finally:
+        signal.signal(signal.SIGINT, saved)

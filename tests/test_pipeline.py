@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import loop_state
+from conftest import drop_a_ctrl_c, loop_state
 
 from peftbench.config import DataConfig, ModelConfig, TrainingConfig, reference_pipeline
 from peftbench.data import collate, prepare_data
+from peftbench.interrupts import sigterm_as_interrupt
 from peftbench.loop import evaluate, micro_batches, train_epoch
 from peftbench.methods import MethodContext, get_method
 from peftbench.models import load_model, load_tokenizer
@@ -197,3 +198,25 @@ def test_eager_and_sdpa_attention_agree(tiny_roberta: Path, prepared) -> None:
         with torch.no_grad():
             logits.append(model(**batch).logits)
     torch.testing.assert_close(logits[0], logits[1], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.usefixtures("ctrl_c_as_in_a_terminal")
+def test_a_dropped_ctrl_c_stops_training_and_evaluation_at_the_next_batch(
+    tiny_roberta: Path, prepared
+) -> None:
+    data = prepared[0]
+    method = get_method("lora")
+    params = method.params_class(learning_rate=5e-3)
+    model = method.apply(
+        load_model(ModelConfig(name=str(tiny_roberta)), 2, CPU), params, MethodContext(4)
+    )
+    state = loop_state(
+        model, data, TrainingConfig(train_batch_size=16, max_length=64), method, params
+    )
+    with sigterm_as_interrupt():
+        assert drop_a_ctrl_c()  # Python printed and dropped it
+        with pytest.raises(KeyboardInterrupt):
+            train_epoch(state, 1)
+        with pytest.raises(KeyboardInterrupt):
+            evaluate(state, data.test)
+    assert state.optimizer.state == {}  # not one step was taken

@@ -5,6 +5,11 @@ for it is to die on the spot, which would leave no record. Inside `sigterm_as_in
 SIGTERM raises KeyboardInterrupt like Ctrl-C, so the code that records a canceled run is the
 same for both; on the way out the caller's handlers are put back (a notebook's kernel keeps its
 own). Both the runner (the experiment's process) and each run's own process use it.
+
+A KeyboardInterrupt raised while Python runs a weakref finalizer or a `__del__` is printed and
+dropped ("Exception ignored in ..."), and the run's memory tracker runs a finalizer for every
+freed tensor: about one Ctrl-C in fifty landed there and was lost. So the handler also notes the
+signal, and the training and evaluation loops call `raise_if_interrupted()` at every batch.
 """
 
 from __future__ import annotations
@@ -16,10 +21,20 @@ from contextlib import contextmanager
 from typing import Any
 
 _HANDLED = (signal.SIGINT, signal.SIGTERM)
+_interrupted = False  # set by the handler; read by raise_if_interrupted
 
 
 def _raise_interrupt(signum: int, frame: Any) -> None:
+    global _interrupted
+    _interrupted = True
     raise KeyboardInterrupt
+
+
+def raise_if_interrupted() -> None:
+    """Raise KeyboardInterrupt if a signal came in inside the block, even one whose exception
+    Python dropped (it landed in a finalizer)."""
+    if _interrupted:
+        raise KeyboardInterrupt
 
 
 class InterruptGuard:
@@ -48,14 +63,21 @@ def _on_main_thread() -> bool:
 
 @contextmanager
 def sigterm_as_interrupt() -> Iterator[InterruptGuard]:
-    """Within the block SIGTERM raises KeyboardInterrupt; on exit the SIGINT and SIGTERM
-    handlers the caller had are restored, whatever the block changed in between."""
+    """Within the block SIGTERM raises KeyboardInterrupt like Ctrl-C, and both are noted for
+    `raise_if_interrupted`; on exit the SIGINT and SIGTERM handlers the caller had are restored,
+    whatever the block changed in between."""
     if not _on_main_thread():
         yield InterruptGuard()
         return
+    global _interrupted
+    _interrupted = False
     saved = {sig: signal.getsignal(sig) for sig in _HANDLED}
     guard = InterruptGuard()
     guard.renew()
+    # Ctrl-C the same way, noted too; unless it is ignored (a shell's background job) or
+    # someone installed their own handler.
+    if saved[signal.SIGINT] is signal.default_int_handler:
+        signal.signal(signal.SIGINT, _raise_interrupt)
     try:
         yield guard
     finally:

@@ -18,6 +18,7 @@ from peftbench.class_metrics import classification_metrics
 from peftbench.config import TrainingConfig
 from peftbench.data import PreparedData, TokenizedSplit, batch_order, collate
 from peftbench.flops import ModelShape, PeakFlops
+from peftbench.interrupts import raise_if_interrupted
 from peftbench.measure import NvmlPeak
 from peftbench.methods import Method
 from peftbench.models import DTYPES
@@ -98,6 +99,7 @@ def evaluate(state: RunState, split: TokenizedSplit) -> tuple[dict[str, float], 
     order = batch_order(lengths, training.eval_batch_size, None, training.sort_eval_by_length)
     with torch.no_grad(), progress_bar(total=len(split), desc="  evaluating", unit="ex") as bar:
         for indices in order:
+            raise_if_interrupted()
             batch = collate(split, indices, state.data.pad_token_id, _pad_to(training))
             with _autocast(state):
                 output = model(**_to(batch, state.device))
@@ -163,6 +165,7 @@ def train_epoch(state: RunState, epoch: int) -> float:
     )
     with progress_bar(total=len(order), desc=f"  epoch {epoch} training", unit="step") as bar:
         for indices in order:
+            raise_if_interrupted()
             step_loss, step_tokens = _accumulate(state, indices, epoch, len(losses) + 1)
             _optimizer_step(state, trainable)
             if state.method.after_step is not None:
