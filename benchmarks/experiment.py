@@ -13,13 +13,15 @@ exits 1 unless every final run reaches it. With --reference the report shows the
 study's published rows and tests its accuracy orderings on these runs (the result file repeats
 that section).
 
-Benchmarks longer than a session: a start first copies back the runs of the newest committed
-<name>-*-runs/ that results/benchmark-<name>/ lacks, so it goes on where the last one stopped,
-in a fresh checkout too (the runner redoes a run whose config changed since). A committed run
-whose `precision: auto` computed in another precision than it does here is not copied back but
-redone, so that one experiment never mixes precisions (the runner refuses to resume beside such
-a run). Stop it at any time, then `... --commit-only` writes the result file and the runs copy
-of what has finished (partial unless every final run has).
+Benchmarks longer than a session: a start first copies back the committed runs (from
+<name>-<date>-runs/) that results/benchmark-<name>/ lacks, so it goes on where the last one
+stopped, in a fresh checkout too (the runner redoes a run whose config changed since). Each run
+comes from the newest copy that has it in the precision `precision: auto` computes in here; a
+run no copy has in it is redone, so that one experiment never mixes precisions (the runner
+refuses to resume beside such a run), and sessions on CPUs with and without AVX-512 BF16 each
+add to their own precision's runs. Stop it at any time, then `... --commit-only` writes the
+result file and the runs copy of what has finished (partial unless every final run has). It
+never replaces a result of the same day that has more finished final runs (exit 2).
 
 Used for issue 2 (configs/imdb-minilm-cpu.yaml, --min-accuracy 0.75), issue 4
 (configs/imdb-minilm-cpu-seeds-search.yaml) and issue 7 (configs/imdb-minilm-all-methods.yaml).
@@ -35,7 +37,7 @@ from pathlib import Path
 
 import yaml
 from peftbench_process import peftbench_run
-from run_copies import copy_runs, restore_runs
+from run_copies import auto_precisions, copy_runs, finished_finals, restore_from_copies
 
 from peftbench.cli import EXIT_BAD_INPUT
 from peftbench.config import load_config
@@ -131,26 +133,46 @@ def planned_finals(runs_copy: Path) -> int | None:
         return None
 
 
-def restore_latest_runs(output_dir: Path, name: str, auto_precision: str | None) -> None:
-    """Copy back the runs of the newest committed <name>-<date>-runs/ that output_dir lacks;
-    with `auto_precision`, not those whose `precision: auto` computed in another one."""
-    committed = sorted(RESULTS.glob(f"{name}-20[0-9][0-9]-[0-9][0-9]-[0-9][0-9]-runs"))
-    if committed:
-        left_out = restore_runs(committed[-1], output_dir, auto_precision)
-        if left_out:
-            print(
-                f"not restored from {committed[-1].name}, to be redone here in {auto_precision} "
-                f"(precision: auto): {', '.join(left_out)}"
-            )
+def restore_committed_runs(output_dir: Path, name: str, auto_precision: str | None) -> None:
+    """Copy back the runs output_dir lacks from the committed <name>-<date>-runs/: each from
+    the newest copy that has it in `auto_precision`; without one, the newest copy whole."""
+    copies = sorted(RESULTS.glob(f"{name}-20[0-9][0-9]-[0-9][0-9]-[0-9][0-9]-runs"), reverse=True)
+    left_out = restore_from_copies(copies, output_dir, auto_precision)
+    if left_out:
+        runs = ", ".join(f"{run_id} ({computed})" for run_id, computed in left_out.items())
+        print(
+            f"not restored (no committed copy has them in {auto_precision}), to be redone here "
+            f"in {auto_precision} (precision: auto): {runs}"
+        )
+
+
+def replaces_a_fuller_result(output_dir: Path, stem: str) -> str | None:
+    """Why writing <stem> from output_dir would lose finished runs, or None: a result of the
+    same name and day that has more finished final runs than output_dir (a benchmark restarted
+    on the day it was committed, with some runs left out to be redone)."""
+    existing = RESULTS / f"{stem}-runs"
+    committed, here = finished_finals(existing), finished_finals(output_dir)
+    if committed <= here:
+        return None
+    return (
+        f"{existing.name} holds {committed} finished final runs and this would "
+        f"replace it with {here}: commit these on another day (the result file is named by "
+        "date), or move that result away first if it is meant to go"
+    )
 
 
 def main() -> int:
     args = parse_args()
     output_dir = ROOT / "results" / f"benchmark-{args.name}"
     overrides = [*args.overrides, f"output_dir={output_dir}"]
-    # --commit-only restores every committed run: the copy it rewrites must stay whole.
-    here = None if args.commit_only else auto_precision_for(args.config, overrides)
-    restore_latest_runs(output_dir, args.name, here)
+    if args.commit_only:
+        # The precision the runs here computed in; none here yet: the newest copy comes back
+        # whole, so that rewriting it keeps it whole.
+        kept = auto_precisions(output_dir)
+        here = kept.pop() if len(kept) == 1 else None
+    else:
+        here = auto_precision_for(args.config, overrides)
+    restore_committed_runs(output_dir, args.name, here)
     started = datetime.now(UTC)
     code = 1 if args.commit_only else peftbench_run(args.config, overrides)
     elapsed = (datetime.now(UTC) - started).total_seconds()
@@ -159,6 +181,10 @@ def main() -> int:
         return code
 
     stem = f"{args.name}-{started:%Y-%m-%d}"
+    refusal = replaces_a_fuller_result(output_dir, stem)
+    if refusal:
+        print(f"no result file written: {refusal}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     runs_copy = commit_runs(output_dir, stem, only_successful=args.commit_only)
     records, _ = load_records(runs_copy)
     finals = [r for r in records if r["run_info"].get("role", "final") == "final"]

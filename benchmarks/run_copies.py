@@ -3,6 +3,11 @@ benchmark longer than a session resume in a fresh checkout.
 
 A copy holds each run's record.json and predictions.json (and the experiment.yaml, when
 asked) under runs/<id>/, machine paths removed; no models, checkpoints or caches.
+
+A benchmark that spans sessions on machines of two kinds (with and without AVX-512 BF16, where
+`precision: auto` computes in bf16 or fp32) commits copies whose runs may differ in precision.
+Resuming takes each run from the newest copy that has it in this machine's precision, so the
+runs of one precision gather across copies whatever order the machines come in.
 """
 
 from __future__ import annotations
@@ -35,20 +40,67 @@ def copy_runs(
             target.write_text(scrub(source.read_text(encoding="utf-8"), ROOT), encoding="utf-8")
 
 
-def restore_runs(copy_dir: Path, output_dir: Path, auto_precision: str | None = None) -> list[str]:
+def restore_runs(
+    copy_dir: Path, output_dir: Path, auto_precision: str | None = None
+) -> dict[str, str]:
     """Copy back the runs of copy_dir that output_dir has no record of (the runner then
     treats those as finished, unless their config changed since). With `auto_precision` (what
     `precision: auto` resolves to here), a run whose `auto` computed in another precision is
-    left out, to be redone here: the runner refuses to resume beside it. Returns those left out."""
-    left_out = []
+    left out, to be redone here: the runner refuses to resume beside it. Returns those left
+    out: run id -> the precision they computed in."""
+    left_out = {}
     for run_dir in sorted((copy_dir / RUNS_DIR).glob("*")):
-        target = output_dir / RUNS_DIR / run_dir.name
-        if (target / RECORD_FILE).exists():
+        if _has_record(output_dir, run_dir.name):
             continue
         record = json.loads((run_dir / RECORD_FILE).read_text(encoding="utf-8"))
         computed = auto_precision_of(record)
         if auto_precision and computed not in (None, auto_precision):
-            left_out.append(f"{run_dir.name} ({computed})")
+            left_out[run_dir.name] = computed
             continue
-        shutil.copytree(run_dir, target, dirs_exist_ok=True)
+        shutil.copytree(run_dir, output_dir / RUNS_DIR / run_dir.name, dirs_exist_ok=True)
     return left_out
+
+
+def restore_from_copies(
+    copies: list[Path], output_dir: Path, auto_precision: str | None
+) -> dict[str, str]:
+    """Copy back into output_dir, from `copies` (newest first), each run it lacks: from the
+    newest copy that has it in `auto_precision` (what `precision: auto` resolves to here).
+    Without a precision, only the newest copy is read, whole (its runs may mix precisions, as
+    it was committed). Returns the runs no copy had in this precision: run id -> the precision
+    the newest copy had it in."""
+    if auto_precision is None:
+        return restore_runs(copies[0], output_dir) if copies else {}
+    left_out: dict[str, str] = {}
+    for copy_dir in copies:
+        for run_id, computed in restore_runs(copy_dir, output_dir, auto_precision).items():
+            left_out.setdefault(run_id, computed)
+    return {
+        run_id: computed
+        for run_id, computed in left_out.items()
+        if not _has_record(output_dir, run_id)
+    }
+
+
+def auto_precisions(output_dir: Path) -> set[str]:
+    """The precisions the runs under output_dir computed in where their config said `auto`."""
+    found = set()
+    for record_file in output_dir.glob(f"{RUNS_DIR}/*/{RECORD_FILE}"):
+        computed = auto_precision_of(json.loads(record_file.read_text(encoding="utf-8")))
+        if computed is not None:
+            found.add(computed)
+    return found
+
+
+def finished_finals(output_dir: Path) -> int:
+    """How many final runs (not search runs) under output_dir succeeded."""
+    count = 0
+    for record_file in output_dir.glob(f"{RUNS_DIR}/*/{RECORD_FILE}"):
+        record = json.loads(record_file.read_text(encoding="utf-8"))
+        final = record.get("run_info", {}).get("role", "final") == "final"
+        count += final and record.get("status") == "success"
+    return count
+
+
+def _has_record(output_dir: Path, run_id: str) -> bool:
+    return (output_dir / RUNS_DIR / run_id / RECORD_FILE).exists()
