@@ -9,12 +9,16 @@ initialisation and same epoch orders for both pipelines, so the runs pair by see
     PEFTBENCH_DATA_DIR=../shared/data .venv/bin/python benchmarks/pipeline_equivalence.py
     ... pipeline_equivalence.py --analyse-only     # only rewrite the result file
     ... pipeline_equivalence.py --ablate training.precision=fp32 --methods full
+    ... pipeline_equivalence.py --ablate training.precision=fp32 \
+            --ablate training.attention_dropout=model --methods lora
 
-`--ablate KEY=VALUE` trains a third arm, the default pipeline with that one switch set as the
+`--ablate KEY=VALUE` trains a third arm, the default pipeline with that switch set as the
 reference sets it, for the same seeds (default and reference runs are reused, not retrained):
 the result then shows, per method, the arm against the reference (is it equivalent?) and against
-the default (what the switch costs or gains), paired by seed. Each ablation is its own arm, kept
-like the others, so ablations from several sessions add up.
+the default (what the switch costs or gains), paired by seed. Several `--ablate` make one arm
+with all those switches; it is also shown against each arm that lacks only one of them (what
+that switch costs or gains on top of the others). Each ablation is its own arm, kept like the
+others, so ablations from several sessions add up.
 
 Every run trains on one thread (`training.num_threads=1`), and `--parallel` seeds (default 2,
 one per core) train at once, each pipeline's in turn: the two pipelines of a seed see the same
@@ -63,31 +67,54 @@ WORKLOAD = [
 ]
 LEARNING_RATES = {"full": 5.0e-5, "lora": 2.0e-3}
 PIPELINES = ("default", "reference")
-ABLATION_PREFIX = "default+"  # an ablation arm's name: default+<key>=<value>
+ABLATION_PREFIX = "default+"  # an ablation arm's name: default+<key>=<value>[+<key>=<value>]
 MARGIN_PP = 1.0  # equivalence margin of the issue
 
 
+def ablation_arm(switches: list[str]) -> str:
+    """The arm of the default pipeline with these switches (KEY=VALUE) changed."""
+    return ABLATION_PREFIX + "+".join(switches)
+
+
+def switches_of(arm: str) -> list[str]:
+    """The switches (KEY=VALUE) an ablation arm changes; none for a pipeline."""
+    return arm.removeprefix(ABLATION_PREFIX).split("+") if arm.startswith(ABLATION_PREFIX) else []
+
+
 def arm_overrides(arm: str) -> list[str]:
-    """The overrides that make an arm: a pipeline, or the default with one switch changed."""
+    """The overrides that make an arm: a pipeline, or the default with switches changed."""
     if arm.startswith(ABLATION_PREFIX):
-        return ["training.pipeline=default", arm.removeprefix(ABLATION_PREFIX)]
+        return ["training.pipeline=default", *switches_of(arm)]
     return [f"training.pipeline={arm}"]
 
 
-def precision_mismatch(ablate: str) -> str | None:
+def one_switch_less(arm: str, arms: list[str]) -> list[str]:
+    """The arms among `arms` that change all of this arm's switches but one (the default for
+    a one-switch arm is not among them: it is compared anyway)."""
+    switches = set(switches_of(arm))
+    return [
+        other
+        for other in arms
+        if len(switches_of(other)) == len(switches) - 1 > 0 and set(switches_of(other)) < switches
+    ]
+
+
+def precision_mismatch(switches: list[str]) -> str | None:
     """Why an ablation arm trained here would differ from the default arm in precision too
     (`precision: auto` resolved on another kind of CPU for the default's runs), or None."""
-    if ablate.startswith("training.precision="):
+    if any(switch.startswith("training.precision=") for switch in switches):
         return None
     here = auto_precision_here(load_config(CONFIG, WORKLOAD).training)[0]
     default = {auto_precision_of(r) for r in load_records(OUTPUT / "default")[0]} - {None}
     if not default or default == {here}:
         return None
     return (
-        f"--ablate {ablate}: the default arm's runs computed in {', '.join(sorted(default))} "
+        f"--ablate {' '.join(switches)}: the default arm's runs computed in "
+        f"{', '.join(sorted(default))} "
         f"(precision: auto) and this machine would train the ablation in {here}, so the arm "
         "would differ from the default in precision as well; run it on a machine where auto "
-        "resolves as it did for the default arm"
+        "resolves as it did for the default arm, or add --ablate training.precision=<one> and "
+        "compare with that precision's arm"
     )
 
 
@@ -256,6 +283,8 @@ def write_result(seeds: list[int], elapsed: float | None, notes: list[str]) -> P
             if seeds_of(arms[ablation], method):
                 lines += comparison(method, arms, ablation, "reference", verdict=True)
                 lines += comparison(method, arms, ablation, "default", verdict=False)
+                for fewer in one_switch_less(ablation, ablations):
+                    lines += comparison(method, arms, ablation, fewer, verdict=False)
     out = RESULTS / f"pipeline-equivalence-cpu-{now:%Y-%m-%d}.md"
     out.write_text("\n".join(lines), encoding="utf-8")
     return out
@@ -272,8 +301,9 @@ def main() -> int:
     parser.add_argument(
         "--ablate",
         metavar="KEY=VALUE",
-        help="train only the default pipeline with this one switch changed (a third arm), "
-        "e.g. training.precision=fp32",
+        action="append",
+        help="train only the default pipeline with this switch changed (a third arm), e.g. "
+        "training.precision=fp32; repeated: one arm with all of them changed",
     )
     parser.add_argument(
         "--methods", default=",".join(LEARNING_RATES), help="comma-separated: full, lora"
@@ -283,9 +313,10 @@ def main() -> int:
     methods = args.methods.split(",")
     if unknown := set(methods) - set(LEARNING_RATES):
         parser.error(f"unknown method(s) {sorted(unknown)}; choose from {list(LEARNING_RATES)}")
-    if args.ablate is not None and "=" not in args.ablate:
-        parser.error(f"--ablate {args.ablate}: give KEY=VALUE, e.g. training.precision=fp32")
-    arms = [ABLATION_PREFIX + args.ablate] if args.ablate else list(PIPELINES)
+    for switch in args.ablate or []:
+        if "=" not in switch or "+" in switch:
+            parser.error(f"--ablate {switch}: give KEY=VALUE, e.g. training.precision=fp32")
+    arms = [ablation_arm(sorted(args.ablate))] if args.ablate else list(PIPELINES)
     started, code = datetime.now(UTC), 0
     for arm in [*PIPELINES, *ablation_arms()]:  # committed runs the runner does not have yet
         restore_runs(KEPT / arm, OUTPUT / arm)
