@@ -48,6 +48,7 @@ def test_a_ctrl_c_that_python_dropped_is_raised_at_the_next_check() -> None:
         assert [type(e) for e in dropped] == [KeyboardInterrupt]  # lost without the check
         with pytest.raises(KeyboardInterrupt):
             raise_if_interrupted()
+    raise_if_interrupted()  # outside the block (a loop called on its own): nothing raised
     with sigterm_as_interrupt():
         raise_if_interrupted()  # a new block starts with nothing pressed
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

@@ -81,6 +81,7 @@ def sigterm_as_interrupt() -> Iterator[InterruptGuard]:
     try:
         yield guard
     finally:
+        _interrupted = False  # a signal of this block is its business, not the next code's
         for sig, handler in saved.items():
             if handler is not None:  # None: set outside Python, cannot be put back from here
                 signal.signal(sig, handler)
