@@ -37,7 +37,14 @@ from pathlib import Path
 
 import yaml
 from peftbench_process import peftbench_run
-from run_copies import auto_precisions, copy_runs, finished_finals, restore_from_copies
+from run_copies import (
+    auto_precisions,
+    copy_runs,
+    finished_finals,
+    is_final,
+    records_in,
+    restore_from_copies,
+)
 
 from peftbench.cli import EXIT_BAD_INPUT
 from peftbench.config import load_config
@@ -151,7 +158,8 @@ def replaces_a_fuller_result(output_dir: Path, stem: str) -> str | None:
     same name and day that has more finished final runs than output_dir (a benchmark restarted
     on the day it was committed, with some runs left out to be redone)."""
     existing = RESULTS / f"{stem}-runs"
-    committed, here = finished_finals(existing), finished_finals(output_dir)
+    committed = finished_finals(records_in(existing))
+    here = finished_finals(records_in(output_dir))
     if committed <= here:
         return None
     return (
@@ -187,8 +195,8 @@ def main() -> int:
         return EXIT_BAD_INPUT
     runs_copy = commit_runs(output_dir, stem, only_successful=args.commit_only)
     records, _ = load_records(runs_copy)
-    finals = [r for r in records if r["run_info"].get("role", "final") == "final"]
-    succeeded = sum(r["status"] == "success" for r in finals)
+    finals = [r for r in records if is_final(r)]
+    succeeded = finished_finals(finals)
     complete = succeeded == planned_finals(runs_copy)  # --commit-only of a finished benchmark
     first = (finals or records or [{}])[0]
     runs_wall = runs_wall_time_s(records)

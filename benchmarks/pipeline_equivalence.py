@@ -45,13 +45,13 @@ from pathlib import Path
 
 import numpy as np
 from peftbench_process import peftbench_run
-from run_copies import copy_runs, restore_runs
+from run_copies import auto_precisions, copy_runs, restore_runs
 from scipy import stats as scipy_stats
 
 from peftbench import stats
 from peftbench.config import load_config
 from peftbench.measure import describe_machine
-from peftbench.preflight import auto_precision_here, auto_precision_of
+from peftbench.preflight import auto_precision_here
 from peftbench.results import load_records, predictions_path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -105,7 +105,7 @@ def precision_mismatch(switches: list[str]) -> str | None:
     if any(switch.startswith("training.precision=") for switch in switches):
         return None
     here = auto_precision_here(load_config(CONFIG, WORKLOAD).training)[0]
-    default = {auto_precision_of(r) for r in load_records(OUTPUT / "default")[0]} - {None}
+    default = auto_precisions(OUTPUT / "default")
     if not default or default == {here}:
         return None
     return (

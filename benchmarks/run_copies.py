@@ -82,24 +82,27 @@ def restore_from_copies(
     }
 
 
+def records_in(output_dir: Path) -> list[dict]:
+    """The records under output_dir as written (not checked: a copy may hold older ones)."""
+    return [
+        json.loads(record_file.read_text(encoding="utf-8"))
+        for record_file in sorted(output_dir.glob(f"{RUNS_DIR}/*/{RECORD_FILE}"))
+    ]
+
+
 def auto_precisions(output_dir: Path) -> set[str]:
     """The precisions the runs under output_dir computed in where their config said `auto`."""
-    found = set()
-    for record_file in output_dir.glob(f"{RUNS_DIR}/*/{RECORD_FILE}"):
-        computed = auto_precision_of(json.loads(record_file.read_text(encoding="utf-8")))
-        if computed is not None:
-            found.add(computed)
-    return found
+    return {p for record in records_in(output_dir) if (p := auto_precision_of(record)) is not None}
 
 
-def finished_finals(output_dir: Path) -> int:
-    """How many final runs (not search runs) under output_dir succeeded."""
-    count = 0
-    for record_file in output_dir.glob(f"{RUNS_DIR}/*/{RECORD_FILE}"):
-        record = json.loads(record_file.read_text(encoding="utf-8"))
-        final = record.get("run_info", {}).get("role", "final") == "final"
-        count += final and record.get("status") == "success"
-    return count
+def is_final(record: dict) -> bool:
+    """A final run (seeded, reported), not a search run."""
+    return record.get("run_info", {}).get("role", "final") == "final"
+
+
+def finished_finals(records: list[dict]) -> int:
+    """How many of these records are final runs that succeeded."""
+    return sum(is_final(record) and record.get("status") == "success" for record in records)
 
 
 def _has_record(output_dir: Path, run_id: str) -> bool:

@@ -3,8 +3,13 @@ each is compared with, and the refusal of an arm that would also change the prec
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 from conftest import REPO
+
+from peftbench.results import RECORD_FILE, RUNS_DIR
 
 
 @pytest.fixture
@@ -35,7 +40,7 @@ def test_an_arm_of_several_switches_is_compared_with_each_arm_lacking_one(equiva
 
 
 def test_an_arm_that_would_change_the_precision_too_is_refused(
-    equivalence, monkeypatch: pytest.MonkeyPatch
+    equivalence, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     record = {
         "run_id": "lora-seed0",
@@ -43,7 +48,10 @@ def test_an_arm_that_would_change_the_precision_too_is_refused(
         "run_info": {"config": {"training": {"precision": "auto"}}},
         "train_info": {"precision": "bf16"},  # the default arm ran on a CPU with AVX-512 BF16
     }
-    monkeypatch.setattr(equivalence, "load_records", lambda d: ([record], []))
+    run_dir = tmp_path / "default" / RUNS_DIR / "lora-seed0"
+    run_dir.mkdir(parents=True)
+    (run_dir / RECORD_FILE).write_text(json.dumps(record))
+    monkeypatch.setattr(equivalence, "OUTPUT", tmp_path)
     monkeypatch.setattr(equivalence, "auto_precision_here", lambda training: ("fp32", "cpu"))
 
     why = equivalence.precision_mismatch(["training.attention_dropout=model"])

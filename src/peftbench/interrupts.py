@@ -66,11 +66,10 @@ def sigterm_as_interrupt() -> Iterator[InterruptGuard]:
     """Within the block SIGTERM raises KeyboardInterrupt like Ctrl-C, and both are noted for
     `raise_if_interrupted`; on exit the SIGINT and SIGTERM handlers the caller had are restored,
     whatever the block changed in between."""
+    global _interrupted
     if not _on_main_thread():
         yield InterruptGuard()
         return
-    global _interrupted
-    _interrupted = False
     saved = {sig: signal.getsignal(sig) for sig in _HANDLED}
     guard = InterruptGuard()
     guard.renew()
