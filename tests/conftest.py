@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import shutil
 import signal
 import sys
 import tempfile
+import warnings
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -273,8 +275,39 @@ def embedded_ray(prefix: str, **resources: int) -> Iterator[None]:
     try:
         yield
     finally:
+        lost = lost_ray_workers(Path(temp_dir))
         ray.shutdown()
         shutil.rmtree(temp_dir, ignore_errors=True)
+        for loss in lost:  # shown in the run's warnings summary, pass or fail
+            warnings.warn(loss, stacklevel=1)
+
+
+# Ray worker processes a test killed on purpose (not losses to report, see lost_ray_workers).
+KILLED_RAY_WORKERS: set[int] = set()
+
+
+def lost_ray_workers(temp_dir: Path) -> list[str]:
+    """Ray's workers in this Ray that died unexpectedly (as Ray's GCS reports them) and that
+    no test killed: each with the end of its stderr, where a crash leaves its cause. Ray
+    sometimes loses a worker on its own under load; this says why when it does."""
+    logs = temp_dir / "session_latest" / "logs"
+    try:
+        gcs = (logs / "gcs_server.out").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return []
+    lost = []
+    for worker in re.findall(r"Reporting worker exit, worker id = (\w+),.*?exit_type = (\w+)", gcs):
+        worker_id, exit_type = worker
+        for err in logs.glob(f"worker-{worker_id}-*.err"):
+            pid = int(err.stem.rsplit("-", 1)[1])
+            if pid in KILLED_RAY_WORKERS:
+                continue
+            tail = err.read_text(encoding="utf-8", errors="replace").splitlines()[-20:]
+            lost.append(
+                f"Ray lost worker pid {pid} ({exit_type}); the end of its stderr:\n"
+                + "\n".join(tail)
+            )
+    return lost
 
 
 def assert_valid_record(path: Path) -> None:

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import REPO, embedded_ray, tiny_config, write_config
+import torch
+from conftest import KILLED_RAY_WORKERS, REPO, embedded_ray, tiny_config, write_config
 
 from peftbench.checkpoints import checkpoint_file, load_checkpoint
 from peftbench.cli import main
@@ -38,6 +39,7 @@ HOST_FIELDS = {
     "train_info": {"train_time_s", "eval_time_s", "train_tokens_per_s", "eval_examples_per_s"},
     "measurements": {"memory"},
 }
+LEFT_BEHIND_LOSS = 1234.5  # marks the epochs of a checkpoint that --force must discard
 EPOCH_TIMES = {"train_time_s", "eval_time_s"}
 SERVING_TIMES = {"latency_s_per_example_batch1", "throughput_examples_per_s"}
 
@@ -132,6 +134,7 @@ def _kill_when_checkpointed(
             shutil.copyfile(checkpoint_file(run_dir), keep_copy)
         for process in psutil.process_iter(["cmdline"]):
             if f"peftbench:{run_dir.name}" in " ".join(process.info["cmdline"] or []):
+                KILLED_RAY_WORKERS.add(process.pid)
                 process.kill()
 
     thread = threading.Thread(target=kill, daemon=True)
@@ -220,14 +223,22 @@ def test_a_lost_worker_is_retried_from_its_checkpoint_and_force_starts_afresh(
 
     # A checkpoint left on the storage (by a run killed with no retry left), valid for this
     # run: without --force the run would resume from it (as above); --force discards it, so
-    # the run starts from epoch 0.
+    # the run starts from epoch 0. Its epoch 1 is marked with an impossible train loss, so
+    # the record shows whose epochs it carries even if Ray loses the forced run's worker on
+    # its own, and the retry resumes from the forced run's own checkpoint (as it should).
+    state = torch.load(left_behind, weights_only=False)
+    state["progress"]["epochs"][0]["train_loss"] = LEFT_BEHIND_LOSS
     checkpoint_file(stored_run).parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(left_behind, checkpoint_file(stored_run))
+    torch.save(state, checkpoint_file(stored_run))
     assert load_checkpoint(stored_run, record["config_hash"]) is not None
     assert main(["run", str(config), "--force"]) == 0
     record = read_record(out / "runs" / "lora-seed0" / "record.json")
     assert record["status"] == "success", record["error"]
-    assert not record["train_info"]["resumed_from_epoch"]  # None: not resumed
+    epochs = record["train_info"]["epochs"]
+    assert [e["epoch"] for e in epochs] == [1, 2, 3]
+    assert all(e["train_loss"] != LEFT_BEHIND_LOSS for e in epochs)  # none from the left one
+    if record["run_info"]["execution"]["attempts"] == 1:
+        assert not record["train_info"]["resumed_from_epoch"]  # None: not resumed
     assert not checkpoint_file(stored_run).exists()
 
 
