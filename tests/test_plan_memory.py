@@ -15,7 +15,7 @@ from peftbench.data import batch_order, collate, prepare_data
 from peftbench.loop import micro_batches
 from peftbench.models import load_tokenizer
 from peftbench.plan_lengths import padded_widths, typical_length
-from peftbench.plan_memory import describe_memory
+from peftbench.plan_memory import describe_memory, target_of
 
 
 @pytest.fixture(scope="module")
@@ -106,3 +106,22 @@ def test_without_the_data_the_typical_figure_says_it_needs_it(
     text = describe_memory(config)
     assert "Typical training peak: not predicted (the typical figure needs the data" in text
     assert "worst case" in text
+
+
+@pytest.mark.parametrize(("flags", "expected"), [({"avx512_bf16"}, "bf16"), (set(), "fp32")])
+def test_auto_on_a_cpu_is_planned_in_the_precision_a_run_there_trains_in(
+    monkeypatch: pytest.MonkeyPatch,
+    tiny_roberta: Path,
+    csv_data: Path,
+    tmp_path: Path,
+    flags: set[str],
+    expected: str,
+) -> None:
+    """A CPU with AVX-512 BF16 trains `precision: auto` in bf16: the plan must predict that,
+    not fp32 (the CPU's flags are set here, so both kinds are tried on any machine)."""
+    monkeypatch.setattr("peftbench.measure.cpu_flags", lambda: flags)
+    config = _config(tiny_roberta, csv_data, tmp_path, device="cpu", precision="auto")
+    assert target_of(config, budget_given=False) == ("cpu", expected)
+    assert f"on cpu, {expected}," in describe_memory(config)
+    device, precision = target_of(config, budget_given=True)  # a GPU's budget: for a GPU
+    assert (device, precision in ("bf16", "fp16")) == ("cuda", True)

@@ -31,11 +31,17 @@ VARIABLE = ("activations", "temporaries")
 
 def target_of(config: ExperimentConfig, budget_given: bool) -> tuple[str, str]:
     """(device type, precision) the prediction is for: a GPU unless the config says cpu and no
-    GPU budget was given; precision auto = bf16 on a GPU, the config's choice otherwise."""
+    GPU budget was given; precision auto as a run would resolve it (on a CPU, this machine's
+    CPU; on a GPU, this machine's GPU, or bf16 when it has none), the config's choice otherwise."""
+    import torch
+
+    from peftbench.train import pick_precision
+
     device = "cpu" if config.training.device == "cpu" and not budget_given else "cuda"
     precision = config.training.precision
     if precision == "auto":
-        precision = "bf16" if device == "cuda" else "fp32"
+        here = device == "cpu" or torch.cuda.is_available()
+        precision = pick_precision("auto", torch.device(device)) if here else "bf16"
     return device, precision
 
 
