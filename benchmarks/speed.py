@@ -29,6 +29,7 @@ from pathlib import Path
 
 import torch
 from peftbench_process import offline_env, peftbench_run
+from provenance import shown_command
 
 from peftbench import stats
 from peftbench.config import load_raw
@@ -198,13 +199,12 @@ def main() -> int:
 
     elapsed = (datetime.now(UTC) - started).total_seconds()
     workload = {k: getattr(args, k) for k in FULL_SIZE}
-    command = "PEFTBENCH_DATA_DIR=../shared/data .venv/bin/python benchmarks/speed.py"
     lines = [
         f"# Speed: default vs reference pipeline, MiniLM on IMDb, CPU — {started:%Y-%m-%d}",
         "",
         f"- date: {started:%Y-%m-%d %H:%M} UTC; wall time of the whole benchmark {elapsed:.0f} s",
         f"- machine: {describe_machine()}; {threads} torch threads",
-        f"- command: `{' '.join([command, *sys.argv[1:]])}`",
+        f"- command: `{shown_command()}`",
         f"- workload: {workload['train_size']} train / {workload['test_size']} test, "
         f"max length {workload['max_length']}, {workload['epochs']} epoch(s); "
         f"config `configs/imdb-minilm-cpu.yaml`; runs in the order shown; "
