@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from peftbench.loop import evaluate, micro_batches, train_epoch
 from peftbench.methods import MethodContext, get_method
 from peftbench.models import load_model, load_tokenizer
 from peftbench.run_spec import RunSpec
+from peftbench.serving import measure_serving
 from peftbench.train import execute_run, set_seed
 
 CPU = torch.device("cpu")
@@ -201,7 +203,7 @@ def test_eager_and_sdpa_attention_agree(tiny_roberta: Path, prepared) -> None:
 
 
 @pytest.mark.usefixtures("ctrl_c_as_in_a_terminal")
-def test_a_dropped_ctrl_c_stops_training_and_evaluation_at_the_next_batch(
+def test_a_dropped_ctrl_c_stops_training_evaluation_and_serving_at_the_next_batch(
     tiny_roberta: Path, prepared
 ) -> None:
     data = prepared[0]
@@ -219,4 +221,6 @@ def test_a_dropped_ctrl_c_stops_training_and_evaluation_at_the_next_batch(
             train_epoch(state, 1)
         with pytest.raises(KeyboardInterrupt):
             evaluate(state, data.test)
+        with pytest.raises(KeyboardInterrupt):
+            measure_serving(model, data.test, 1, 16, CPU, contextlib.nullcontext())
     assert state.optimizer.state == {}  # not one step was taken

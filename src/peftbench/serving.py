@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from peftbench.data import TokenizedSplit, collate
+from peftbench.interrupts import raise_if_interrupted
 from peftbench.loop import synchronize
 from peftbench.memory import TensorMemoryTracker
 
@@ -55,6 +56,7 @@ def measure_serving(
     latencies = []
     with torch.no_grad(), autocast:
         for index in indices[: max(1, len(indices) // 4)]:
+            raise_if_interrupted()  # a Ctrl-C dropped in the tracker's finalizers
             batch = _inputs(split, [index], pad_token_id, device)
             synchronize(device)
             start = time.perf_counter()
@@ -65,6 +67,7 @@ def measure_serving(
         start = time.perf_counter()
         with tracker.measure("serve"):
             for begin in range(0, len(indices), batch_size):
+                raise_if_interrupted()
                 part = indices[begin : begin + batch_size]
                 output = model(**_inputs(split, part, pad_token_id, device))
                 logits.append(output.logits.float().cpu())
