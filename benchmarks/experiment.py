@@ -54,6 +54,7 @@ from peftbench.measure import describe_machine
 from peftbench.preflight import auto_precision_here
 from peftbench.report import build_report
 from peftbench.report.paths import scrub
+from peftbench.report.runs import EXPERIMENT_FILE
 from peftbench.report.study_orderings import TITLE as STUDY_ORDERINGS
 from peftbench.results import load_records
 
@@ -135,7 +136,7 @@ def auto_precision_for(config_file: Path, overrides: list[str]) -> str | None:
 def planned_finals(runs_copy: Path) -> int | None:
     """How many final runs the experiment has (methods x seeds of its experiment.yaml)."""
     try:
-        config = yaml.safe_load((runs_copy / "experiment.yaml").read_text(encoding="utf-8"))
+        config = yaml.safe_load((runs_copy / EXPERIMENT_FILE).read_text(encoding="utf-8"))
         return len(config["methods"]) * len(config["seeds"])
     except (OSError, yaml.YAMLError, KeyError, TypeError):
         return None

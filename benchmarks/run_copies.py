@@ -18,6 +18,7 @@ from pathlib import Path
 
 from peftbench.preflight import auto_precision_of
 from peftbench.report.paths import scrub
+from peftbench.report.runs import EXPERIMENT_FILE
 from peftbench.results import PREDICTIONS_FILE, RECORD_FILE, RUNS_DIR
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -28,7 +29,7 @@ def copy_runs(
 ) -> None:
     """Copy the runs under output_dir (those that succeeded, with `only_successful`; its
     experiment.yaml too, with `with_config`) to copy_dir, machine paths removed."""
-    sources = [output_dir / "experiment.yaml"] if with_config else []
+    sources = [output_dir / EXPERIMENT_FILE] if with_config else []
     for record in sorted(output_dir.glob(f"{RUNS_DIR}/*/{RECORD_FILE}")):
         status = json.loads(record.read_text(encoding="utf-8"))["status"]
         if status == "success" or not only_successful:
@@ -68,7 +69,10 @@ def restore_from_copies(
     newest copy that has it in `auto_precision` (what `precision: auto` resolves to here).
     Without a precision, only the newest copy is read, whole (its runs may mix precisions, as
     it was committed). Returns the runs no copy had in this precision: run id -> the precision
-    the newest copy had it in."""
+    the newest copy had it in. The newest copy's experiment.yaml comes back too, when
+    output_dir has none: a later copy made from output_dir must hold it (it says how many
+    final runs the experiment has, and the report's method order); a run rewrites it."""
+    _restore_config(copies, output_dir)
     if auto_precision is None:
         return restore_runs(copies[0], output_dir) if copies else {}
     left_out: dict[str, str] = {}
@@ -80,6 +84,14 @@ def restore_from_copies(
         for run_id, computed in left_out.items()
         if not _has_record(output_dir, run_id)
     }
+
+
+def _restore_config(copies: list[Path], output_dir: Path) -> None:
+    target = output_dir / EXPERIMENT_FILE
+    for copy_dir in copies:
+        if not target.exists() and (copy_dir / EXPERIMENT_FILE).exists():
+            output_dir.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(copy_dir / EXPERIMENT_FILE, target)
 
 
 def records_in(output_dir: Path) -> list[dict]:
