@@ -63,7 +63,8 @@ RESULTS = ROOT / "benchmarks" / "results"
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    # No abbreviations: the shown command leaves out --commit-only by its full name.
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     parser.add_argument(
         "config", type=Path, help="experiment YAML, e.g. configs/imdb-minilm-cpu.yaml"
     )

@@ -45,6 +45,7 @@ from pathlib import Path
 
 import numpy as np
 from peftbench_process import peftbench_run
+from provenance import shown_command
 from run_copies import auto_precisions, copy_runs, restore_runs
 from scipy import stats as scipy_stats
 
@@ -257,8 +258,8 @@ def write_result(seeds: list[int], elapsed: float | None, notes: list[str]) -> P
         f"- machine: {describe_machine()}",
         "- command: `PEFTBENCH_DATA_DIR=../shared/data .venv/bin/python "
         "benchmarks/pipeline_equivalence.py --seeds SEEDS [--methods METHODS] [--ablate "
-        "KEY=VALUE]` (two seeds at a time, one thread per run); this file: the same with "
-        f"`--analyse-only --seeds {','.join(map(str, seeds))}`",
+        "KEY=VALUE]` (two seeds at a time, one thread per run); this file: "
+        f"`{shown_command()}`",
         *(
             f"- runs of {arm}: "
             + "; ".join(

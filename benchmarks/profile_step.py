@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
+from provenance import shown_command
 from torch.profiler import ProfilerActivity, profile
 
 from peftbench.config import load_config
@@ -152,9 +153,7 @@ def main() -> int:
         "",
         f"- date: {started:%Y-%m-%d %H:%M} UTC; machine: {describe_machine()}; "
         f"{torch.get_num_threads()} torch threads; precision {precision}",
-        "- command: `PEFTBENCH_DATA_DIR=../shared/data .venv/bin/python benchmarks/profile_step.py "
-        + " ".join(sys.argv[1:])
-        + "`",
+        f"- command: `{shown_command()}`",
         f"- {args.steps} steps of {BATCH} reviews (grouped by length, as in a run), "
         f"{tokens:,} real tokens, {seconds:.1f} s under the profiler: "
         f"{seconds / args.steps:.2f} s/step, {tokens / seconds:.0f} tokens/s, "

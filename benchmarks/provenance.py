@@ -4,11 +4,12 @@ repository or cut short, so that nothing committed names the machine that ran it
 
 from __future__ import annotations
 
+import os
 import shlex
 import sys
 from pathlib import Path
 
-from peftbench.report.paths import scrub
+from peftbench.report.paths import scrub, shown_path
 
 ROOT = Path(__file__).resolve().parent.parent
 # How every benchmark is started: the shared data directory beside the repository, the venv.
@@ -19,6 +20,15 @@ def shown_command(argv: list[str] | None = None, omit: tuple[str, ...] = ()) -> 
     """`argv` (default: this process's) as a command to run from the repository root, without
     the flags in `omit` (such as --commit-only, which does not make a result of its own)."""
     script, *arguments = sys.argv if argv is None else argv
-    kept = [argument for argument in arguments if argument not in omit]
-    line = shlex.join([f"benchmarks/{Path(script).name}", *kept])
-    return f"{PREFIX} {scrub(line, ROOT)}"
+    kept = [_shown_argument(argument) for argument in arguments if argument not in omit]
+    return f"{PREFIX} {shlex.join([f'benchmarks/{Path(script).name}', *kept])}"
+
+
+def _shown_argument(argument: str) -> str:
+    """An argument with its machine paths shown as a report shows them: a whole path, or the
+    value of KEY=PATH, even with spaces in it; paths inside other text too."""
+    key, equals, value = argument.partition("=")
+    for prefix, path in (("", argument), (f"{key}{equals}", value if equals else "")):
+        if path and os.path.isabs(os.path.expanduser(path)):
+            return prefix + shown_path(path, ROOT)
+    return scrub(argument, ROOT)
