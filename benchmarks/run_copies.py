@@ -87,11 +87,13 @@ def restore_from_copies(
 
 
 def _restore_config(copies: list[Path], output_dir: Path) -> None:
-    target = output_dir / EXPERIMENT_FILE
-    for copy_dir in copies:
-        if not target.exists() and (copy_dir / EXPERIMENT_FILE).exists():
-            output_dir.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(copy_dir / EXPERIMENT_FILE, target)
+    source, target = (
+        (copies[0] if copies else output_dir) / EXPERIMENT_FILE,
+        output_dir / EXPERIMENT_FILE,
+    )
+    if source.exists() and not target.exists():
+        output_dir.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, target)
 
 
 def records_in(output_dir: Path) -> list[dict]:

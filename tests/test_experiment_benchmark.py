@@ -4,8 +4,10 @@ the runs copy and the report as the committed results are written."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
+from datetime import datetime, tzinfo
 from pathlib import Path
 
 import pytest
@@ -16,13 +18,24 @@ from peftbench.results import RECORD_FILE, RUNS_DIR, read_record
 
 @pytest.fixture(name="experiment")
 def experiment_fixture(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    """benchmarks/experiment.py with its results and run directories under tmp_path."""
+    """benchmarks/experiment.py with its results and run directories under tmp_path, its
+    `peftbench run` on this checkout's code, and its clock at a fixed noon (a result file is
+    named by the day: a test that ran past midnight would find two)."""
     monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
     import experiment
 
     monkeypatch.setattr(experiment, "ROOT", tmp_path / "repo")
     monkeypatch.setattr(experiment, "RESULTS", tmp_path / "repo" / "benchmarks" / "results")
+    monkeypatch.setattr(experiment, "datetime", _Noon)
+    pythonpath = [str(REPO / "src"), os.environ.get("PYTHONPATH", "")]
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(pythonpath))
     return experiment
+
+
+class _Noon(datetime):
+    @classmethod
+    def now(cls, tz: tzinfo | None = None) -> datetime:
+        return datetime(2026, 12, 3, 12, 0, tzinfo=tz)
 
 
 def _benchmark(experiment, monkeypatch: pytest.MonkeyPatch, *arguments: str) -> int:
@@ -42,7 +55,7 @@ def test_a_benchmark_then_commit_only_of_all_and_of_part_of_it(
     output_dir = experiment.ROOT / "results" / "benchmark-tiny"
 
     assert _benchmark(experiment, monkeypatch, config, "--name", "tiny") == 0
-    [result] = results.glob("tiny-20*.md")
+    result = results / "tiny-2026-12-03.md"
     stem = result.stem
     text = result.read_text(encoding="utf-8")
     assert "exit code 0" in text and "2 final runs, 0 search runs" in text
