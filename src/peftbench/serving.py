@@ -56,7 +56,6 @@ def measure_serving(
     latencies = []
     with torch.no_grad(), autocast:
         for index in indices[: max(1, len(indices) // 4)]:
-            raise_if_interrupted()  # a Ctrl-C dropped in the tracker's finalizers
             batch = _inputs(split, [index], pad_token_id, device)
             synchronize(device)
             start = time.perf_counter()
@@ -67,7 +66,6 @@ def measure_serving(
         start = time.perf_counter()
         with tracker.measure("serve"):
             for begin in range(0, len(indices), batch_size):
-                raise_if_interrupted()
                 part = indices[begin : begin + batch_size]
                 output = model(**_inputs(split, part, pad_token_id, device))
                 logits.append(output.logits.float().cpu())
@@ -105,6 +103,7 @@ def merge(model: nn.Module) -> nn.Module:
 def _inputs(
     split: TokenizedSplit, indices: list[int], pad_token_id: int, device: torch.device
 ) -> dict[str, torch.Tensor]:
+    raise_if_interrupted()  # before each batch: a Ctrl-C the tracker's finalizers dropped
     batch = collate(split, indices, pad_token_id, None)
     batch.pop("labels", None)
     return {key: value.to(device) for key, value in batch.items()}
