@@ -275,9 +275,11 @@ def embedded_ray(prefix: str, **resources: int) -> Iterator[None]:
     try:
         yield
     finally:
-        lost = lost_ray_workers(Path(temp_dir))
-        ray.shutdown()
-        shutil.rmtree(temp_dir, ignore_errors=True)
+        try:
+            ray.shutdown()
+            lost = lost_ray_workers(Path(temp_dir))
+        finally:
+            shutil.rmtree(temp_dir, ignore_errors=True)
         for loss in lost:  # shown in the run's warnings summary, pass or fail
             warnings.warn(loss, stacklevel=1)
 
@@ -287,26 +289,34 @@ KILLED_RAY_WORKERS: set[int] = set()
 
 
 def lost_ray_workers(temp_dir: Path) -> list[str]:
-    """Ray's workers in this Ray that died unexpectedly (as Ray's GCS reports them) and that
-    no test killed: each with the end of its stderr, where a crash leaves its cause. Ray
-    sometimes loses a worker on its own under load; this says why when it does."""
+    """Ray's workers in this Ray that exited unexpectedly (as its GCS log reports them; not an
+    intended exit) and that no test killed: each with Ray's exit detail and the end of its
+    stderr, where a crash leaves its cause. Ray sometimes loses a worker on its own under load;
+    this says why when it does. Never raises: it only reads logs."""
     logs = temp_dir / "session_latest" / "logs"
     try:
         gcs = (logs / "gcs_server.out").read_text(encoding="utf-8", errors="replace")
     except OSError:
         return []
     lost = []
-    for worker in re.findall(r"Reporting worker exit, worker id = (\w+),.*?exit_type = (\w+)", gcs):
-        worker_id, exit_type = worker
-        for err in logs.glob(f"worker-{worker_id}-*.err"):
-            pid = int(err.stem.rsplit("-", 1)[1])
-            if pid in KILLED_RAY_WORKERS:
-                continue
-            tail = err.read_text(encoding="utf-8", errors="replace").splitlines()[-20:]
-            lost.append(
-                f"Ray lost worker pid {pid} ({exit_type}); the end of its stderr:\n"
-                + "\n".join(tail)
-            )
+    exits = re.findall(
+        r"Reporting worker exit, worker id = (\w+),.*?exit_type = (\w+), exit_detail = ?(.*)", gcs
+    )
+    for worker_id, exit_type, detail in exits:
+        if exit_type.startswith("INTENDED"):
+            continue
+        errs = sorted(logs.glob(f"worker-{worker_id}-*.err"))
+        pids = [err.stem.rsplit("-", 1)[-1] for err in errs]
+        if any(pid.isdigit() and int(pid) in KILLED_RAY_WORKERS for pid in pids):
+            continue
+        try:
+            tail = errs[0].read_text(encoding="utf-8", errors="replace").splitlines()[-20:]
+        except (IndexError, OSError):
+            tail = ["(no stderr file)"]
+        lost.append(
+            f"Ray lost worker {worker_id[:12]} (pid {', '.join(pids) or '?'}; {exit_type}: "
+            f"{detail.strip() or 'no detail'}); the end of its stderr:\n" + "\n".join(tail)
+        )
     return lost
 
 
