@@ -27,8 +27,13 @@ def shown_command(argv: list[str] | None = None, omit: tuple[str, ...] = ()) -> 
 def _shown_argument(argument: str) -> str:
     """An argument with its machine paths shown as a report shows them: a whole path, or the
     value of KEY=PATH, even with spaces in it; paths inside other text too."""
+    if _is_absolute(argument):
+        return shown_path(argument, ROOT)
     key, equals, value = argument.partition("=")
-    for prefix, path in (("", argument), (f"{key}{equals}", value if equals else "")):
-        if path and os.path.isabs(os.path.expanduser(path)):
-            return prefix + shown_path(path, ROOT)
+    if equals and _is_absolute(value):
+        return f"{key}={shown_path(value, ROOT)}"
     return scrub(argument, ROOT)
+
+
+def _is_absolute(path: str) -> bool:
+    return os.path.isabs(os.path.expanduser(path))

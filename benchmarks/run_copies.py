@@ -87,13 +87,11 @@ def restore_from_copies(
 
 
 def _restore_config(copies: list[Path], output_dir: Path) -> None:
-    source, target = (
-        (copies[0] if copies else output_dir) / EXPERIMENT_FILE,
-        output_dir / EXPERIMENT_FILE,
-    )
-    if source.exists() and not target.exists():
+    if not copies or (output_dir / EXPERIMENT_FILE).exists():
+        return
+    if (copies[0] / EXPERIMENT_FILE).exists():
         output_dir.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(source, target)
+        shutil.copyfile(copies[0] / EXPERIMENT_FILE, output_dir / EXPERIMENT_FILE)
 
 
 def records_in(output_dir: Path) -> list[dict]:

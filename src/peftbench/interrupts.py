@@ -9,7 +9,8 @@ own). Both the runner (the experiment's process) and each run's own process use 
 A KeyboardInterrupt raised while Python runs a weakref finalizer or a `__del__` is printed and
 dropped ("Exception ignored in ..."), and the run's memory tracker runs a finalizer for every
 freed tensor: about one Ctrl-C in fifty landed there and was lost. So the handler also notes the
-signal, and the training, evaluation and serving loops call `raise_if_interrupted()` at every batch.
+signal, and the training, evaluation and serving loops call `raise_if_interrupted()` at every
+batch.
 """
 
 from __future__ import annotations
