@@ -1,17 +1,22 @@
-"""`plan`'s typical-length memory prediction: the width a typical training batch is padded to,
-read from the data exactly as the training loop batches it, and the peaks at that width beside
-the worst case."""
+"""`plan`'s memory prediction: the width a typical training batch is padded to, read from the
+data exactly as the training loop batches it, and the peaks at that width beside the worst
+case; the precision it is predicted in; and a Ctrl-C or SIGTERM stopping it."""
 
 from __future__ import annotations
 
 import re
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
-from conftest import tiny_config, write_dataset
+from conftest import drop_a_ctrl_c, tiny_config, write_config, write_dataset
 
+from peftbench.cli import EXIT_INTERRUPTED
 from peftbench.config import parse_config
 from peftbench.data import batch_order, collate, prepare_data
+from peftbench.interrupts import sigterm_as_interrupt
 from peftbench.loop import micro_batches
 from peftbench.models import load_tokenizer
 from peftbench.plan_lengths import padded_widths, typical_length
@@ -23,13 +28,17 @@ def csv_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_dataset(tmp_path_factory.mktemp("data") / "csv-reviews", 96, 32, fmt="csv")
 
 
-def _config(model: Path, data: Path, tmp_path: Path, **training: object):
+def _raw_config(model: Path, data: Path, tmp_path: Path, **training: object) -> dict:
     raw = tiny_config(model, data, tmp_path / "out")
     raw["data"].update({"train_size": 80, "test_size": 32})
     raw["training"].update({"max_length": 48, "train_batch_size": 8, **training})
     raw["methods"] = {"lora": {"learning_rate": 5e-3}, "full": {"learning_rate": 1e-3}}
     raw["seeds"] = [0, 1]
-    return parse_config(raw)
+    return raw
+
+
+def _config(model: Path, data: Path, tmp_path: Path, **training: object):
+    return parse_config(_raw_config(model, data, tmp_path, **training))
 
 
 def test_widths_are_those_the_training_loop_pads_to(
@@ -126,3 +135,39 @@ def test_auto_on_a_cpu_is_planned_in_the_precision_a_run_there_trains_in(
         assert "on cpu, bf16," in describe_memory(config)
     device, precision = target_of(config, budget_given=True)  # a GPU's budget: for a GPU
     assert (device, precision in ("bf16", "fp16")) == ("cuda", True)
+
+
+@pytest.mark.usefixtures("ctrl_c_as_in_a_terminal")
+def test_a_dropped_ctrl_c_stops_the_memory_simulation(
+    tiny_roberta: Path, csv_data: Path, tmp_path: Path
+) -> None:
+    """The simulation runs the tensor memory tracker, whose finalizers can drop a Ctrl-C (Python
+    prints and drops it there): its next step raises it instead of simulating on."""
+    config = _config(tiny_roberta, csv_data, tmp_path)
+    with sigterm_as_interrupt():
+        assert drop_a_ctrl_c()
+        with pytest.raises(KeyboardInterrupt):
+            describe_memory(config)
+
+
+def test_plan_stopped_by_sigterm_says_so_and_exits_130(
+    tiny_roberta: Path, csv_data: Path, tmp_path: Path
+) -> None:
+    """SIGTERM (a scheduler, `kill`) ends `plan` as Ctrl-C does, not on the spot unannounced."""
+    config = write_config(_raw_config(tiny_roberta, csv_data, tmp_path), tmp_path / "plan.yaml")
+    plan = subprocess.Popen(
+        [sys.executable, "-m", "peftbench.cli", "plan", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    output = []
+    for line in plan.stdout:
+        output.append(line)
+        if "predicting memory: lora" in line:  # four simulations still to run
+            plan.send_signal(signal.SIGTERM)
+            break
+    output.append(plan.stdout.read())
+    text = "".join(output)
+    assert plan.wait(timeout=60) == EXIT_INTERRUPTED, text
+    assert "peftbench: interrupted" in text

@@ -57,6 +57,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_plan(args: argparse.Namespace) -> int:
     from peftbench.devices import gpu_memory, parse_memory
+    from peftbench.interrupts import sigterm_as_interrupt
     from peftbench.plan import describe_plan
     from peftbench.plan_memory import describe_memory
 
@@ -68,9 +69,12 @@ def cmd_plan(args: argparse.Namespace) -> int:
     elif args.memory:
         budget = (args.memory, parse_memory(args.memory))
     config = _load(args)
-    print(describe_plan(config), flush=True)
-    if not args.no_memory:
-        print(describe_memory(config, budget))
+    # The memory prediction runs the tensor memory tracker, whose finalizers can drop a
+    # Ctrl-C: inside the block it is noted and raised at the simulation's next step.
+    with sigterm_as_interrupt():
+        print(describe_plan(config), flush=True)
+        if not args.no_memory:
+            print(describe_memory(config, budget))
     return 0
 
 

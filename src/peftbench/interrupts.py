@@ -10,7 +10,7 @@ A KeyboardInterrupt raised while Python runs a weakref finalizer or a `__del__` 
 dropped ("Exception ignored in ..."), and the run's memory tracker runs a finalizer for every
 freed tensor: about one Ctrl-C in fifty landed there and was lost. So the handler also notes the
 signal, and the training, evaluation and serving loops call `raise_if_interrupted()` at every
-batch.
+batch (`plan`'s memory simulation, which runs the tracker too, at every step).
 """
 
 from __future__ import annotations

@@ -24,6 +24,7 @@ from torch import nn
 from torch._subclasses.fake_tensor import DataDependentOutputException, FakeTensorMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from peftbench.interrupts import raise_if_interrupted
 from peftbench.memory import COMPONENTS, MIB, TensorMemoryTracker
 from peftbench.methods import FourBitBase, Method, MethodContext
 from peftbench.models import (
@@ -249,6 +250,7 @@ def _run_steps(
         # Step 1 only creates the optimiser state (a tiny batch keeps it cheap); step 2 runs at
         # the real shape with that state alive, as every later step of a run does.
         for step, (size, length) in enumerate(((1, 8), (micro, shape.length)), start=1):
+            raise_if_interrupted()  # a Ctrl-C the tracker's finalizers dropped
             for _ in range(min(2, training.gradient_accumulation_steps)):
                 with autocast:
                     loss = model(**_batch(size, length, vocab, labels)).loss
@@ -260,8 +262,10 @@ def _run_steps(
                 method.after_step(model, step)
             optimizer.zero_grad(set_to_none=True)
     model.eval()
+    raise_if_interrupted()
     with tracker.measure("eval"), torch.no_grad(), autocast:
         model(**_batch(shape.eval_batch, shape.length, vocab, labels))
+    raise_if_interrupted()
     return tracker.peaks()
 
 
