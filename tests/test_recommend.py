@@ -6,6 +6,7 @@ import math
 
 import pytest
 
+from peftbench.report.bottom_line import bottom_line
 from peftbench.report.ranking import join_words
 from peftbench.report.recommend import (
     MethodStats,
@@ -129,9 +130,9 @@ def test_cheapest_picks_come_from_the_best_group(four: list[MethodStats]) -> Non
     # ~2 pp binomial noise of Full and form its group; IA3 (3.0 pp > 2.15 pp) does not.
     group = best_group(four)
     assert [s.name for s in group] == ["Full", "LoRA", "QLoRA"]
-    assert cheapest_within(group, MEM).name == "QLoRA"  # 2,500 MB
+    assert cheapest_within(group, MEM).name == "QLoRA"  # 2,500 MiB
     assert cheapest_within(group, "train_time_s").name == "LoRA"  # 420 s; IA3 (400 s) is out
-    assert cheapest_within(group, "model_size_mb").name == "LoRA"  # 3.4 MB < 3.5 MB
+    assert cheapest_within(group, "model_size_mb").name == "LoRA"  # 3.4 MiB < 3.5 MiB
     # IA3 not distinguishable from Full (paired test, Holm p = 0.06): it joins the group and,
     # being the fastest, is the time pick: the rule that ties it to the best keeps it.
     comparisons = [paired("Full", "IA3", (40, 10, 0.06))]
@@ -152,14 +153,14 @@ def test_recommendations_cite_their_figures(four: list[MethodStats]) -> None:
     cheap = {r.headline: r for r in recs if r.kind == "cheapest"}
     memory = cheap["Cheapest by peak CUDA allocated among the best group"]
     assert memory.subjects[0] == "QLoRA"
-    assert "2,500 MB" in memory.text and "7,746 MB" in memory.text
+    assert "2,500 MiB" in memory.text and "7,746 MiB" in memory.text
     # (2500 - 7746) / 7746 = -67.7 %
     assert memory.figures["relative_change"] == pytest.approx(-0.67725, abs=1e-5)
     assert "-67.7 %" in memory.text and "1.00 pp below" in memory.text
     time = cheap["Cheapest by train time among the best group"]
     assert time.subjects[0] == "LoRA" and "420.0 s" in time.text and "1,140.0 s" in time.text
     size = cheap["Cheapest by adapter/model size on disk among the best group"]
-    assert size.subjects[0] == "LoRA" and "3.40 MB" in size.text
+    assert size.subjects[0] == "LoRA" and "3.40 MiB" in size.text
     pareto = {r.headline: r for r in recs if r.kind == "pareto"}
     assert pareto["Pareto-optimal, accuracy vs trainable params"].subjects == (
         "Full",
@@ -301,3 +302,11 @@ def test_a_reversed_significant_pair_is_no_winner(four: list[MethodStats]) -> No
     assert "LoRA is significantly more accurate (+3.50 pp" in finding.text
     assert recs[0].headline == "Highest accuracy, no clear lead"
     assert "LoRA (significantly more accurate on the seeds both ran)" in recs[0].text
+    # The cheaper pick and the bottom line say the same, never "not distinguishable", and
+    # ask for no more test examples: the pair is already told apart.
+    memory = next(r for r in recs if r.kind == "cheapest" and MEM in r.figures)
+    assert memory.subjects[0] == "LoRA" and "not distinguishable" not in memory.text
+    assert "no clear winner, LoRA being significantly more accurate on the seeds" in memory.text
+    line = bottom_line("exp", four[:2], recs, comparisons, MEM).text
+    assert "no clear lead over LoRA (significantly more accurate on the seeds both ran)" in line
+    assert "not distinguishable" not in line and "would take about" not in line

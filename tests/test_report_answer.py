@@ -59,7 +59,7 @@ def test_bottom_line_agrees_with_the_significance_table(tested: tuple[Path, Repo
     assert md.index("## Bottom line") < md.index("## Results") < md.index("## Statistical")
     paragraph = md.split("## Bottom line\n\n")[1].split("\n")[0]
     assert paragraph == line.text
-    assert "LoRA (p = 0.0987) is not distinguishable from it" in paragraph
+    assert "no clear lead over LoRA (Holm-adjusted McNemar p = 0.0987)" in paragraph
     assert "Of the 3 pairwise differences, 2 are real" in paragraph
     assert "with 2,000 test examples and 1 seed(s) per method" in paragraph
     # The tie with LoRA is the group the cheaper choices come from: LoRA is faster (300 s).

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from peftbench.report.cost_noise import tied_on
+from peftbench.report.findings import INCONSISTENT
 from peftbench.report.ranking import (
     ACCURACY,
     cost_label,
@@ -23,7 +24,7 @@ from peftbench.report.ranking import (
     pp,
     rank,
 )
-from peftbench.report.recommend import Recommendation, cheapest_within
+from peftbench.report.recommend import Recommendation, cheapest_within, tie_reason
 from peftbench.report.runs import MethodStats
 from peftbench.report.significance import PairComparison, find_comparison, p_is
 
@@ -66,15 +67,11 @@ def _lead(
             f"Use {best.name} ({accuracy}): it is more accurate than every other method "
             f"({'; '.join(why)})."
         )
-    reasons = []
-    for r in findings:
-        if r.kind == "noise":
-            p = r.figures.get("p_value")
-            reasons.append(f"{r.subjects[1]} ({p_is(p) if p is not None else 'within noise'})")
+    reasons = [tie_reason(r) for r in findings if r.kind == "noise"]
     return (
-        f"{best.name} has the highest accuracy ({accuracy}), but {join_words(reasons)} "
-        f"{'is' if len(reasons) == 1 else 'are'} not distinguishable from it: on accuracy "
-        "any of these is as good a choice, so pick among them by cost."
+        f"{best.name} has the highest accuracy ({accuracy}), but no clear lead over "
+        f"{join_words(reasons)}: on accuracy any of these is as good a choice, so pick among "
+        "them by cost."
     )
 
 
@@ -158,7 +155,10 @@ def _needed(best: MethodStats, recs: Sequence[Recommendation]) -> str:
     open_calls = [
         r
         for r in recs
-        if r.kind == "noise" and r.subjects[0] == best.name and r.figures.get("examples_needed")
+        if r.kind == "noise"
+        and r.headline != INCONSISTENT  # already told apart, in the other method's favour
+        and r.subjects[0] == best.name
+        and r.figures.get("examples_needed")
     ]
     if not open_calls:
         return ""

@@ -121,7 +121,7 @@ def _best_rec(best: MethodStats, ties: Sequence[Recommendation]) -> Recommendati
     }
     if not ties:
         return Recommendation("best", "Most accurate", text + ".", (best.name,), figures)
-    reasons = [_tie_reason(t) for t in ties]
+    reasons = [tie_reason(t) for t in ties]
     text += (
         f", but not distinguishable from {join_words(reasons)}: choose among them by cost "
         "(the cheapest picks below)."
@@ -130,7 +130,7 @@ def _best_rec(best: MethodStats, ties: Sequence[Recommendation]) -> Recommendati
     return Recommendation("best", "Highest accuracy, no clear lead", text, (best.name,), figures)
 
 
-def _tie_reason(tie: Recommendation) -> str:
+def tie_reason(tie: Recommendation) -> str:
     """'LoRA (Holm-adjusted McNemar p = 0.52)' or 'LoRA (within measurement noise)'."""
     p = tie.figures.get("p_value")
     if tie.headline == INCONSISTENT:
@@ -180,7 +180,13 @@ def _cheapest_rec(
     )
     figures["best_accuracy"] = best.mean[ACCURACY]
     pair = find_comparison(comparisons, best.name, pick.name)
-    if pair is not None:
+    if pair is not None and pair.significant:  # pick ahead on the seeds both ran
+        figures["p_value"] = pair.p_value
+        text += (
+            f": no clear winner, {pick.name} being significantly more accurate on the seeds "
+            f"both ran (Holm-adjusted McNemar {p_is(pair.p_value)})."
+        )
+    elif pair is not None:
         figures["p_value"] = pair.p_value
         text += f": not distinguishable (Holm-adjusted McNemar {p_is(pair.p_value)})."
     else:
