@@ -303,7 +303,7 @@ def test_too_little_disk_fails_before_any_work(
     monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 2**20, 2**20))
     out = tmp_path / "out"
     config = write_config(tiny_config(tiny_roberta, tiny_dataset, out), tmp_path / "c.yaml")
-    _expect_bad_input(["run", str(config)], capsys, "not enough disk", "MB needed, 1 MB free")
+    _expect_bad_input(["run", str(config)], capsys, "not enough disk", "MiB needed, 1 MiB free")
     assert not (out / "runs").exists()
 
 

@@ -191,13 +191,13 @@ def test_markdown_tables_and_recommendations(built: tuple[Path, ReportResult]) -
     md = (out / "report.md").read_text()
     assert "| imdb-roberta | LoRA | 3 success, 1 not successful | 3 | bf16 | 88.50 ± 0.50 |" in md
     assert "| imdb-roberta | Full | 1 success | 1 | bf16 | 89.00 |" in md
-    assert "124,647,170" in md and "peak CUDA allocated (MB)" in md
+    assert "124,647,170" in md and "peak CUDA allocated (MiB)" in md
     assert "![Accuracy vs trainable parameters](plots/accuracy_vs_trainable_params.png)" in md
     assert "| LoRA | lora-seed4 | 4 | failed | NonFiniteLoss: loss became nan at step 12 |" in md
     # Without predictions files the binomial-noise rule decides: LoRA and QLoRA are within noise.
     assert "**Highest accuracy, no clear lead:** Full, accuracy 89.00 %" in md
     assert "not distinguishable from LoRA (within measurement noise)" in md
-    assert "QLoRA, 2,500 MB against 7,746 MB for Full (-67.7 %)" in md
+    assert "QLoRA, 2,500 MiB against 7,746 MiB for Full (-67.7 %)" in md
     assert "LoRA, 420.0 s against 1,140.0 s for Full" in md
     assert "seed-to-seed std: LoRA 0.50 pp" in md
     assert '"r": 8' in md and "H200" in md  # configuration and environment

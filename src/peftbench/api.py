@@ -102,7 +102,7 @@ def report(
 @dataclass
 class Plan:
     """What an experiment would run: one row per method with its parameter counts, the
-    resources the largest run needs (MB), and the plan as `peftbench plan` prints it."""
+    resources the largest run needs (MiB), and the plan as `peftbench plan` prints it."""
 
     methods: list[dict[str, Any]]
     resources: dict[str, float]

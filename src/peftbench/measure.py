@@ -14,7 +14,8 @@ from typing import Any
 
 import torch
 
-MB = 2**20
+from peftbench.memory import MIB
+
 PACKAGES = (
     "peftbench",
     "torch",
@@ -79,7 +80,7 @@ class NvmlPeak:
 
     def _sample(self) -> None:
         while not self._stop.is_set():
-            used = self._pynvml.nvmlDeviceGetMemoryInfo(self._handle).used / MB
+            used = self._pynvml.nvmlDeviceGetMemoryInfo(self._handle).used / MIB
             self.peak_mb = max(self.peak_mb or 0.0, used)
             self._stop.wait(self._interval)
 
@@ -103,15 +104,15 @@ def describe_machine() -> str:
 
 
 def memory_summary(device: torch.device, nvml: NvmlPeak | None) -> dict[str, Any]:
-    """Every kind of peak memory measurable on `device`, in MB (None where not measurable)."""
+    """Every kind of peak memory measurable on `device`, in MiB (None where not measurable)."""
     on_cuda = device.type == "cuda"
     return {
         "device": device.type,
         "peak_rss_mb": round(peak_rss_mb(), 1),
-        "cuda_peak_allocated_mb": round(torch.cuda.max_memory_allocated(device) / MB, 1)
+        "cuda_peak_allocated_mb": round(torch.cuda.max_memory_allocated(device) / MIB, 1)
         if on_cuda
         else None,
-        "cuda_peak_reserved_mb": round(torch.cuda.max_memory_reserved(device) / MB, 1)
+        "cuda_peak_reserved_mb": round(torch.cuda.max_memory_reserved(device) / MIB, 1)
         if on_cuda
         else None,
         "nvml_peak_used_mb": round(nvml.stop(), 1) if nvml and nvml.peak_mb else None,
@@ -119,7 +120,7 @@ def memory_summary(device: torch.device, nvml: NvmlPeak | None) -> dict[str, Any
 
 
 def directory_size_mb(path: Path) -> float:
-    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file()) / MB
+    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file()) / MIB
 
 
 def git_commit() -> str | None:

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from peftbench.config import ExperimentConfig
+from peftbench.memory import MIB
 from peftbench.methods import Method, MethodContext, get_method
 from peftbench.methods.targets import describe_adapted
 from peftbench.models import architecture_for_planning, build_random_model, count_parameters
@@ -78,9 +79,8 @@ ADAM_STATE_BYTES = 8  # two fp32 moments per trained parameter
 
 
 def estimate_resources(config: ExperimentConfig, rows: list[dict]) -> dict[str, float]:
-    """Rough disk and memory needs in MB: disk for what runs save and checkpoint, memory for
+    """Rough disk and memory needs in MiB: disk for what runs save and checkpoint, memory for
     the largest run's weights, gradients and optimiser state (activations come on top)."""
-    mb = 2**20
     saved = checkpoint = memory = 0.0
     for row in rows:
         if row["error"]:
@@ -94,7 +94,7 @@ def estimate_resources(config: ExperimentConfig, rows: list[dict]) -> dict[str, 
         checkpoint = max(checkpoint, trained * (BYTES_FP32 + ADAM_STATE_BYTES) + model_file)
         weights = row["total_params"] * BYTES_FP32
         memory = max(memory, weights + trained * (BYTES_FP32 + ADAM_STATE_BYTES))
-    return {"disk_mb": (saved + checkpoint) / mb, "memory_mb": memory / mb}
+    return {"disk_mb": (saved + checkpoint) / MIB, "memory_mb": memory / MIB}
 
 
 def describe_plan(config: ExperimentConfig) -> str:

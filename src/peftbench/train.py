@@ -259,7 +259,7 @@ def train_and_evaluate(state: RunState, epoch: int) -> EpochMetrics:
 
 
 def save_trained(model: nn.Module, directory: Path, model_config: ModelConfig) -> float:
-    """Save what the method trained (adapter + head, trained tensors, or the whole model); MB."""
+    """Save what the method trained (adapter + head, trained tensors, or the whole model); MiB."""
     if directory.exists():
         shutil.rmtree(directory)
     save_trained_model(model, directory, base_reloadable=model_config.init == "pretrained")

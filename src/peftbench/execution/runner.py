@@ -26,6 +26,7 @@ from peftbench.execution.local import LocalBackend
 from peftbench.execution.schedule import Backend, Scheduler
 from peftbench.interrupts import sigterm_as_interrupt
 from peftbench.logs import LOG
+from peftbench.memory import MIB
 from peftbench.models import load_tokenizer
 from peftbench.preflight import check_kept_precision, check_machine
 from peftbench.results import RunRecord, load_records
@@ -106,16 +107,16 @@ def check_resources(config: ExperimentConfig) -> None:
     from peftbench.plan import count_method_parameters, estimate_resources
 
     needs = estimate_resources(config, count_method_parameters(config))
-    free_mb = shutil.disk_usage(existing_ancestor(config.output_path)).free / 2**20
+    free_mb = shutil.disk_usage(existing_ancestor(config.output_path)).free / MIB
     LOG.info(
-        f"needs about {needs['disk_mb']:,.0f} MB of disk (saved models and a checkpoint; "
-        f"{free_mb:,.0f} MB free) and {needs['memory_mb']:,.0f} MB of memory for weights, "
+        f"needs about {needs['disk_mb']:,.0f} MiB of disk (saved models and a checkpoint; "
+        f"{free_mb:,.0f} MiB free) and {needs['memory_mb']:,.0f} MiB of memory for weights, "
         "gradients and optimiser state of the largest run, plus activations",
     )
     if needs["disk_mb"] * 1.1 > free_mb:
         raise PeftbenchError(
-            f"not enough disk in {config.output_path}: about {needs['disk_mb']:,.0f} MB needed, "
-            f"{free_mb:,.0f} MB free; fix: free space, set training.keep_model: false, or "
+            f"not enough disk in {config.output_path}: about {needs['disk_mb']:,.0f} MiB needed, "
+            f"{free_mb:,.0f} MiB free; fix: free space, set training.keep_model: false, or "
             "choose another output_dir"
         )
 

@@ -20,12 +20,12 @@ UNITS = {
     "train_time_s": " s",
     "eval_time_per_eval_s": " s",
     "eval_examples_per_s": " examples/s",
-    "model_size_mb": " MB",
+    "model_size_mb": " MiB",
     "tensor_peak_mib": " MiB",
-    "peak_rss_mb": " MB",
-    "cuda_peak_allocated_mb": " MB",
-    "cuda_peak_reserved_mb": " MB",
-    "nvml_peak_used_mb": " MB",
+    "peak_rss_mb": " MiB",
+    "cuda_peak_allocated_mb": " MiB",
+    "cuda_peak_reserved_mb": " MiB",
+    "nvml_peak_used_mb": " MiB",
     "train_tokens_per_s": " tokens/s",
 }
 
@@ -116,11 +116,11 @@ def percent(fraction: float) -> str:
 
 
 def fmt_figure(key: str, value: float) -> str:
-    """A figure with its unit, e.g. '4,120 MB' or '420.0 s'."""
+    """A figure with its unit, e.g. '4,120 MiB' or '420.0 s'."""
     if key in (ACCURACY, "macro_f1"):
         return percent(value)
     if key == "model_size_mb":
-        return f"{value:,.2f} MB"
+        return f"{value:,.2f} MiB"
     if key in ("train_time_s", "eval_time_per_eval_s"):
         return f"{value:,.1f} s"
     return f"{value:,.0f}{UNITS.get(key, '')}"

@@ -163,7 +163,7 @@ def summary_md(runs: Sequence[Run], out_dir: Path) -> str:
 
 
 def summary_csv(runs: Sequence[Run], out_dir: Path) -> str:
-    """One row per run: every COLUMNS figure (raw values: fractions, seconds, bytes as MB),
+    """One row per run: every COLUMNS figure (raw values: fractions, seconds, bytes as MiB),
     then the experiment, label, error and timestamps."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
