@@ -122,6 +122,19 @@ def test_token_cache_is_reused_and_invalidated(tiny_dataset: Path, tokenizer, tm
     assert len({first, longer, bigger}) == 3
 
 
+def test_an_edited_data_file_is_read_afresh_not_from_the_token_cache(tokenizer, tmp_path: Path):
+    """Same config, same cache folder, the data fixed in between: the run must see the fix."""
+    directory = write_dataset(tmp_path / "data", train=40, test=20, fmt="csv")
+    config = DataConfig(dataset=str(directory))
+    before, first = _prepare(config, tokenizer, tmp_path)
+    test_file = directory / "test.csv"
+    flipped = test_file.read_text().replace(",1\n", ",x\n").replace(",0\n", ",1\n")
+    test_file.write_text(flipped.replace(",x\n", ",0\n"))  # every test label flipped
+    after, second = _prepare(config, tokenizer, tmp_path)
+    assert second != first
+    assert after.test.labels == [1 - label for label in before.test.labels]
+
+
 def test_dynamic_padding_gives_the_same_logits_as_max_length(
     tiny_roberta: Path, tiny_dataset: Path, tokenizer, tmp_path: Path
 ) -> None:

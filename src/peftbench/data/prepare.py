@@ -25,6 +25,7 @@ from peftbench.data.sources import (
     describe_source,
     has_split,
     read_split,
+    source_fingerprint,
     text_columns,
 )
 from peftbench.data.splits import holdout, stratified_subset
@@ -209,7 +210,13 @@ def prepare_data(
     Returns the data and its cache file, from which each run's worker process loads it.
     """
     cache_key = stable_hash(
-        {"data": data, "tokenizer": tokenizer_id, "max_length": max_length, "v": CACHE_VERSION}
+        {
+            "data": data,
+            "source": source_fingerprint(data),
+            "tokenizer": tokenizer_id,
+            "max_length": max_length,
+            "v": CACHE_VERSION,
+        }
     )
     cache_file = cache_dir / f"tokens-{cache_key[:16]}.pt"
     if cache_file.exists():

@@ -8,6 +8,7 @@ found through data.local_path or $PEFTBENCH_DATA_DIR/<dataset>.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import os
@@ -94,6 +95,25 @@ def describe_source(data: DataConfig) -> str:
         except ValueError:
             pass
     return str(local)
+
+
+def source_fingerprint(data: DataConfig) -> Any:
+    """What the data is now, for the token cache's key: every file of a local copy by name and
+    content hash (an edited, replaced, added or removed file is read afresh), or a Hub
+    dataset's id."""
+    local = resolve_local_copy(data)
+    if local is None:
+        return describe_source(data)
+    files = [local] if local.is_file() else sorted(p for p in local.rglob("*") if p.is_file())
+    return [(str(f.relative_to(local)) if f != local else f.name, _content_hash(f)) for f in files]
+
+
+def _content_hash(file: Path) -> str:
+    digest = hashlib.blake2b(digest_size=16)
+    with file.open("rb") as stream:
+        for chunk in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _is_aclimdb(path: Path) -> bool:
