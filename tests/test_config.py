@@ -101,6 +101,22 @@ def test_a_label_can_run_a_method_with_other_settings() -> None:
         ({"methods": {}}, "methods: expected a mapping"),
         ({"model": {}}, "config.model.name: required field is missing"),
         ({"seeds": []}, "seeds: give at least one seed"),
+        (
+            {"data": {"dataset": "imdb", "validation_size": float("inf")}},
+            "data.validation_size: a fraction in",
+        ),
+        (
+            {"data": {"dataset": "imdb", "validation_size": float("nan")}},
+            "data.validation_size: a fraction in",
+        ),
+        (
+            {"data": {"dataset": "imdb", "test_split": "train"}},
+            "data.test_split: 'train' is also data.train_split, so the model would be tested on",
+        ),
+        (
+            {"data": {"dataset": "imdb", "train_split": "all", "validation_split": "all"}},
+            "data.validation_split: 'all' is also data.train_split, so the model would be tuned",
+        ),
     ],
 )
 def test_bad_configs_name_the_field_and_the_fix(change: dict, message: str) -> None:

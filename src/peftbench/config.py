@@ -252,6 +252,17 @@ def select_methods(raw: dict, labels: list[str]) -> None:
     raw["methods"] = {label: entries[label] for label in available if label in labels}
 
 
+def _check_split_names(data: DataConfig) -> None:
+    """The model is never tested, nor its hyperparameters chosen, on the rows it trains on."""
+    for field_name, role in (("test_split", "tested"), ("validation_split", "tuned")):
+        if getattr(data, field_name) == data.train_split:
+            raise ConfigError(
+                f"data.{field_name}: {data.train_split!r} is also data.train_split, so the model "
+                f"would be {role} on the rows it trains on; fix: name another split of the "
+                f"source, or null to carve one from the training split"
+            )
+
+
 def _positive(value: int | None, where: str, allow_none: bool = False) -> None:
     if value is None and allow_none:
         return
@@ -284,7 +295,7 @@ def _validate_numbers(config: ExperimentConfig) -> None:
     if config.data.num_labels is not None and config.data.num_labels < 2:
         raise ConfigError(f"data.num_labels: at least 2 classes, got {config.data.num_labels}")
     size = config.data.validation_size
-    if size <= 0 or (size >= 1 and size != int(size)):
+    if not math.isfinite(size) or size <= 0 or (size >= 1 and size != int(size)):
         raise ConfigError(
             f"data.validation_size: a fraction in (0, 1) or a whole count, got {size}"
         )
@@ -294,6 +305,7 @@ def _validate_numbers(config: ExperimentConfig) -> None:
         )
     if config.data.text_column == []:
         raise ConfigError("data.text_column: name at least one column")
+    _check_split_names(config.data)
     for entry in config.methods:
         rates = [entry.params.learning_rate, *entry.search.get("learning_rate", [])]
         bad = [rate for rate in rates if not (rate > 0 and math.isfinite(rate))]
