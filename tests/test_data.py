@@ -229,3 +229,10 @@ def test_all_empty_texts_are_an_error(tmp_path: Path, tokenizer) -> None:
     )
     with pytest.raises(PeftbenchError, match=r"train split: 4 row\(s\) with an empty text"):
         _prepare(DataConfig(dataset=str(directory)), tokenizer, tmp_path)
+
+
+def test_a_subset_leaving_too_few_rows_to_stratify_is_drawn_unstratified() -> None:
+    labels = ["a"] * 5 + ["b"] * 5
+    subset = stratified_subset(labels, 9, seed=0, where="data.train_size")  # 1 row left out
+    assert len(set(subset)) == 9
+    assert subset == stratified_subset(labels, 9, seed=0, where="data.train_size")

@@ -12,7 +12,7 @@ from conftest import synthetic_reviews, tiny_config, write_config
 
 from peftbench.cli import main
 from peftbench.config import DataConfig, ModelConfig
-from peftbench.data import carve_validation, original_label_values, prepare_data
+from peftbench.data import carve_validation, original_label_values, prepare_data, read_split
 from peftbench.errors import PeftbenchError
 from peftbench.models import load_tokenizer
 
@@ -298,3 +298,102 @@ def test_a_source_under_the_data_dir_is_recorded_relative_to_it(
     monkeypatch.setenv("PEFTBENCH_DATA_DIR", str(tmp_path / "root"))
     prepared = _prepare(DataConfig(dataset="news", text_column="title"), bert_tokenizer, tmp_path)
     assert prepared.info["source"] == "$PEFTBENCH_DATA_DIR/news"
+
+
+def test_one_file_is_the_training_split_and_its_test_split_is_carved(
+    tmp_path: Path, bert_tokenizer
+):
+    directory = _write_csv(tmp_path / "file", {"reviews": _news(50, 3, ["a", "b"])})
+    single = directory / "reviews.csv"
+    with pytest.raises(PeftbenchError) as error:  # the default test_split: 'test'
+        _prepare(DataConfig(dataset=str(single), text_column="title"), bert_tokenizer, tmp_path)
+    message = str(error.value)
+    assert "reviews.csv is one file, so it holds the training split only" in message
+    assert "set data.test_split: null" in message
+    data = DataConfig(dataset=str(single), text_column="title", test_split=None)
+    prepared = _prepare(data, bert_tokenizer, tmp_path)
+    assert prepared.info["train_size"] == 40 and prepared.info["test_size"] == 10
+
+
+def test_json_arrays_byte_order_marks_and_unused_list_columns_are_read(
+    tmp_path: Path, bert_tokenizer
+):
+    rows = [
+        {"text": f"review {i}" if i else "007", "label": ["neg", "pos"][i % 2]} for i in range(20)
+    ]
+    array = tmp_path / "array"
+    array.mkdir()
+    (array / "train.json").write_text(json.dumps(rows))  # one JSON array, not JSON Lines
+    lines = "\ufeff" + "".join(json.dumps(r) + "\n" for r in rows)
+    (array / "test.jsonl").write_text(lines, encoding="utf-8")  # with a byte order mark
+    data = DataConfig(dataset=str(array))
+    assert read_split(data, "train")[0].texts[0] == "007"  # as written, not the number 7
+    prepared = _prepare(data, bert_tokenizer, tmp_path)
+    assert prepared.label_names == ["neg", "pos"] and prepared.info["test_size"] == 20
+    nested = tmp_path / "nested"
+    nested.mkdir()
+    frame = pd.DataFrame({**pd.DataFrame(rows), "tags": [["x", "y"]] * 20})
+    for split in ("train", "test"):
+        frame.to_parquet(nested / f"{split}.parquet")  # a list column the config never reads
+    assert _prepare(DataConfig(dataset=str(nested)), bert_tokenizer, tmp_path).num_labels == 2
+
+
+def test_rows_are_named_by_their_place_in_the_file_after_rows_were_dropped(
+    tmp_path: Path, bert_tokenizer
+):
+    frame = _news(20, seed=4, labels=[0, 1])
+    frame["label"] = frame["label"].astype(object)
+    frame.loc[1, "title"] = ""  # file row 2: dropped by drop_invalid
+    frame.loc[4, "label"] = 2.5  # file row 5: the 4th row once row 2 is gone
+    directory = _write_csv(tmp_path / "rows", {"train": frame, "test": _news(10, 5, [0, 1])})
+    data = DataConfig(dataset=str(directory), text_column="title", drop_invalid=True)
+    with pytest.raises(PeftbenchError, match=r"train split, train\.csv row 5"):
+        _prepare(data, bert_tokenizer, tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("case", "needles"),
+    [
+        ("header_only_test", ["the test split has no rows", "check the source's test data"]),
+        ("too_few_names", ["has 3 columns but data.column_names names 2", "name every column"]),
+        ("header_and_names", ["starts with a header row", "remove data.column_names"]),
+        ("broken_jsonl", ["train.jsonl could not be read as JSONL", "fix the file"]),
+        ("all_duplicates", ["the test split has no rows left after data.drop_duplicates"]),
+    ],
+)
+def test_more_bad_data_is_one_message_exit_2_and_nothing_written(
+    tmp_path: Path, tiny_bert: Path, capsys: pytest.CaptureFixture, case: str, needles: list[str]
+):
+    directory = tmp_path / "bad"
+    directory.mkdir()
+    rows = [(i % 2, f"question number {i} about things") for i in range(16)]
+    csv_rows = "".join(f"{label},{text}\n" for label, text in rows)
+    extra: dict = {}
+    if case == "header_only_test":
+        (directory / "train.csv").write_text("label,text\n" + csv_rows)
+        (directory / "test.csv").write_text("label,text\n")
+    elif case == "too_few_names":
+        three = "".join(f"{i},{label},{text}\n" for i, (label, text) in enumerate(rows))
+        for split in ("train", "test"):
+            (directory / f"{split}.csv").write_text(three)  # an id column first
+        extra = {"column_names": ["label", "text"]}
+    elif case == "header_and_names":
+        for split in ("train", "test"):
+            (directory / f"{split}.csv").write_text("label,text\n" + csv_rows)
+        extra = {"column_names": ["label", "text"]}
+    elif case == "broken_jsonl":
+        lines = "".join(json.dumps({"label": label, "text": text}) + "\n" for label, text in rows)
+        (directory / "train.jsonl").write_text(lines + '{"label": 1, "text": "cut sho')
+        (directory / "test.jsonl").write_text(lines)
+    else:  # every test text is also a training text
+        for split in ("train", "test"):
+            (directory / f"{split}.csv").write_text("label,text\n" + csv_rows)
+        extra = {"drop_duplicates": True}
+    config = _cli_config(tmp_path, tiny_bert, directory, **extra)
+    assert main(["run", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("peftbench: error: ") and "Traceback" not in err
+    assert err.count("peftbench: error:") == 1
+    for needle in needles:
+        assert needle in err, err
+    assert not (tmp_path / "out").exists()  # nothing written

@@ -58,7 +58,7 @@ def handle_invalid_rows(split: RawSplit, name: str, data: DataConfig) -> tuple[R
         normalise(v, f"{name} split, {split.locate(i)}", data.label_column)
         for i, v in enumerate(split.labels)
     ]
-    return RawSplit(split.texts, labels, split.pairs, split.parts), warnings
+    return RawSplit(split.texts, labels, split.pairs, split.parts, split.positions), warnings
 
 
 def _keys(split: RawSplit) -> list[tuple]:

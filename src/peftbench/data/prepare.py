@@ -162,6 +162,22 @@ class ChosenExamples:
     notes: list[str]
 
 
+def _check_not_empty(splits: dict[str, RawSplit], data: DataConfig) -> None:
+    """A split without rows (a header-only file, every row dropped) is an error, not a run
+    that evaluates on nothing."""
+    for name, raw in splits.items():
+        if raw.labels:
+            continue
+        switches = [f"data.{k}" for k in ("drop_invalid", "drop_duplicates") if getattr(data, k)]
+        after = f" left after {' and '.join(switches)}" if switches else ""
+        also = f", or turn off {' / '.join(switches)}" if switches else ""
+        raise PeftbenchError(
+            f"the {name} split has no rows{after}: nothing to "
+            f"{'train' if name == 'train' else 'evaluate'} on; fix: check the source's {name} "
+            f"data{also}"
+        )
+
+
 def choose_examples(data: DataConfig) -> ChosenExamples:
     """Read and check the splits, map the labels, and draw each split's stratified subset:
     exactly the examples a run of this data config uses (`prepare_data` then tokenises them)."""
@@ -177,6 +193,7 @@ def choose_examples(data: DataConfig) -> ChosenExamples:
     if data.drop_duplicates:
         splits["train"], splits["test"], dropped = drop_duplicates(splits["train"], splits["test"])
         warnings += dropped
+    _check_not_empty(splits, data)
     label_ids, names, mapping = _map_labels(splits, declared, data)
     chosen = ChosenExamples({}, {}, names, mapping, {}, warnings, notes)
     sizes = {"train": data.train_size, "test": data.test_size, "validation": None}

@@ -39,20 +39,29 @@ class RawSplit:
     # Where the rows came from, in order: (file or source name, number of rows), so that a
     # problem can be reported as "train.csv row 12".
     parts: tuple[tuple[str, int], ...] = ()
+    # Each row's position among the rows as read, once some were dropped, carved off or
+    # reordered (None: the rows as read).
+    positions: list[int] | None = None
 
     def locate(self, index: int) -> str:
         """'<file> row <n>' (n counts data rows from 1) for the row at `index` of the split."""
+        position = index if self.positions is None else self.positions[index]
         start = 0
         for name, count in self.parts:
-            if index < start + count:
-                return f"{name} row {index - start + 1}"
+            if position < start + count:
+                return f"{name} row {position - start + 1}"
             start += count
-        return f"row {index + 1}"
+        return f"row {position + 1}"
 
     def select(self, keep: list[int]) -> RawSplit:
         pairs = None if self.pairs is None else [self.pairs[i] for i in keep]
+        positions = list(keep) if self.positions is None else [self.positions[i] for i in keep]
         return RawSplit(
-            [self.texts[i] for i in keep], [self.labels[i] for i in keep], pairs, self.parts
+            [self.texts[i] for i in keep],
+            [self.labels[i] for i in keep],
+            pairs,
+            self.parts,
+            positions,
         )
 
 
@@ -170,27 +179,59 @@ def _decode(file: Path, encoding: str) -> str:
 
 
 def _read_file(file: Path, data: DataConfig) -> Any:
+    """One data file as a table; a file that cannot be read is one error naming it."""
     import pandas as pd
 
     kind = FILE_READERS[file.suffix]
-    if kind == "parquet":
-        return pd.read_parquet(file)
-    text = _decode(file, data.encoding)
-    if kind == "jsonl":
-        return pd.read_json(io.StringIO(text), lines=True)
+    try:
+        if kind == "parquet":
+            return pd.read_parquet(file)
+        text = _decode(file, data.encoding).removeprefix("\ufeff")  # a byte order mark
+        if kind == "jsonl":
+            # A .json file may hold one array of records instead of a record per line; values
+            # are read as written ("007" stays text, not the number 7).
+            lines = not text.lstrip().startswith("[")
+            return pd.read_json(io.StringIO(text), orient="records", lines=lines, dtype=False)
+        return _read_delimited(file, text, kind, data)
+    except PeftbenchError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - pandas/pyarrow raise many types for a bad file
+        hint = (
+            ", or data.column_names for a file without a header row"
+            if kind in ("csv", "tsv")
+            else ""
+        )
+        raise PeftbenchError(
+            f"{file} could not be read as {kind.upper()} ({type(exc).__name__}: "
+            f"{str(exc)[:200]}); fix the file{hint}"
+        ) from None
+
+
+def _read_delimited(file: Path, text: str, kind: str, data: DataConfig) -> Any:
+    import pandas as pd
+
     options: dict[str, Any] = {"keep_default_na": False, "dtype": object}
     if data.column_names is not None:
-        options.update(header=None, names=list(data.column_names))
+        options["header"] = None
     if kind == "tsv":
         # GLUE-style TSVs hold unbalanced quote characters in their texts: no quoting.
         options.update(sep="\t", quoting=csv.QUOTE_NONE)
-    try:
-        return pd.read_csv(io.StringIO(text), **options)
-    except (pd.errors.ParserError, ValueError) as exc:
+    table = pd.read_csv(io.StringIO(text), **options)
+    names = data.column_names
+    if names is None:
+        return table
+    if table.shape[1] != len(names):
         raise PeftbenchError(
-            f"{file} could not be parsed as {kind.upper()} ({str(exc)[:200]}); fix the file, or "
-            "data.column_names for a file without a header row"
-        ) from None
+            f"{file} has {table.shape[1]} columns but data.column_names names {len(names)} "
+            f"({', '.join(names)}); fix: name every column of the file, in order"
+        )
+    if len(table) and [str(v) for v in table.iloc[0]] == list(names):
+        raise PeftbenchError(
+            f"{file} starts with a header row ({', '.join(names)}) though data.column_names "
+            "is set, which is for files without one; fix: remove data.column_names"
+        )
+    table.columns = list(names)
+    return table
 
 
 def _as_column(values: list[Any]) -> list[Any]:
@@ -215,6 +256,11 @@ def _parquet_label_names(files: list[Path], label_column: str) -> list[str] | No
         return list(features[label_column]["names"])
     except (KeyError, TypeError, ValueError):
         return None
+
+
+def _wanted_columns(data: DataConfig) -> set[str]:
+    """The columns a config reads: text(s), label and pair text; others are never touched."""
+    return set(text_columns(data)) | {data.label_column, data.text_pair_column} - {None}
 
 
 def check_columns(table_columns: list[str], data: DataConfig, where: str) -> None:
@@ -257,6 +303,13 @@ def _raw_split(columns: dict[str, list[Any]], data: DataConfig, parts: tuple) ->
 def _read_local(path: Path, data: DataConfig, split: str) -> tuple[RawSplit, list[str] | None]:
     if _is_aclimdb(path):
         return _read_aclimdb(path, split), ["neg", "pos"]
+    if path.is_file() and split != data.train_split:
+        raise PeftbenchError(
+            f"{path} is one file, so it holds the training split only, not the {split!r} split "
+            "(it would test the model on the rows it trains on); fix: set data.test_split: null "
+            "to carve a test split from it (data.test_fraction), or give a folder with a "
+            f"{data.train_split} and a test file"
+        )
     files = [path] if path.is_file() else split_files(path, split)
     if not files:
         raise PeftbenchError(
@@ -272,7 +325,7 @@ def _read_local(path: Path, data: DataConfig, split: str) -> tuple[RawSplit, lis
         check_columns(list(table.columns), data, f"{file}")
     table = pd.concat(tables, ignore_index=True)
     parts = tuple((f.name, len(t)) for f, t in zip(files, tables, strict=True))
-    columns = {name: _as_column(table[name].tolist()) for name in table.columns}
+    columns = {name: _as_column(table[name].tolist()) for name in _wanted_columns(data)}
     return _raw_split(columns, data, parts), _parquet_label_names(files, data.label_column)
 
 
@@ -291,8 +344,7 @@ def _read_hub(data: DataConfig, split: str) -> tuple[RawSplit, list[str] | None]
     check_columns(dataset.column_names, data, where)
     feature = dataset.features[data.label_column]
     names = list(feature.names) if hasattr(feature, "names") else None
-    wanted = set(text_columns(data)) | {data.label_column, data.text_pair_column} - {None}
-    columns = {name: _as_column(list(dataset[name])) for name in wanted}
+    columns = {name: _as_column(list(dataset[name])) for name in _wanted_columns(data)}
     return _raw_split(columns, data, ((f"{data.dataset}:{split}", len(dataset)),)), names
 
 

@@ -22,7 +22,9 @@ def stratified_subset(labels: list, size: int | None, seed: int, where: str) -> 
     from sklearn.model_selection import train_test_split
 
     counts = Counter(labels)
-    stratify = labels if min(counts.values()) >= 2 and size >= len(counts) else None
+    # sklearn stratifies only when each side can hold every class (else it raises).
+    each_side = min(size, len(labels) - size) >= len(counts)
+    stratify = labels if min(counts.values()) >= 2 and each_side else None
     chosen, _ = train_test_split(indices, train_size=size, random_state=seed, stratify=stratify)
     return list(chosen)
 
