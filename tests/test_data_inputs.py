@@ -13,6 +13,7 @@ from conftest import synthetic_reviews, tiny_config, write_config
 from peftbench.cli import main
 from peftbench.config import DataConfig, ModelConfig
 from peftbench.data import carve_validation, original_label_values, prepare_data, read_split
+from peftbench.data.sources import split_files
 from peftbench.errors import PeftbenchError
 from peftbench.models import load_tokenizer
 
@@ -397,3 +398,36 @@ def test_more_bad_data_is_one_message_exit_2_and_nothing_written(
     for needle in needles:
         assert needle in err, err
     assert not (tmp_path / "out").exists()  # nothing written
+
+
+def test_a_copy_with_a_folder_per_configuration_reads_the_configured_one(
+    tmp_path: Path, bert_tokenizer
+):
+    """A Hub repository's layout (glue/rte/, glue/mrpc/): data.dataset_config picks the
+    folder; without it, two configurations' files would be one split, so that is an error."""
+    glue = tmp_path / "glue"
+    for config, count in (("rte", 30), ("mrpc", 50)):
+        (glue / config).mkdir(parents=True)
+        for split in ("train", "validation"):
+            frame = _news(count, seed=len(config), labels=[0, 1])
+            frame.to_parquet(glue / config / f"{split}-00000-of-00001.parquet")
+    data = DataConfig(
+        dataset=str(glue), dataset_config="rte", text_column="title", test_split="validation"
+    )
+    prepared = _prepare(data, bert_tokenizer, tmp_path)
+    assert prepared.info["train_size"] == prepared.info["test_size"] == 30
+    with pytest.raises(PeftbenchError, match=r"has files in 2 folders \(mrpc, rte\)"):
+        _prepare(DataConfig(dataset=str(glue), text_column="title"), bert_tokenizer, tmp_path)
+
+
+def test_a_split_is_not_another_whose_name_starts_with_it(tmp_path: Path) -> None:
+    """MNLI's validation_matched / validation_mismatched are not its 'validation' split: read
+    as one, the search would choose the learning rate on the test split."""
+    files = ["train.csv", "train_1.csv", "validation_matched.csv", "validation_mismatched.csv"]
+    for name in files:
+        (tmp_path / name).write_text("label,text\n0,a\n")
+    assert split_files(tmp_path, "validation") == []
+    assert [f.name for f in split_files(tmp_path, "train")] == ["train.csv", "train_1.csv"]
+    assert [f.name for f in split_files(tmp_path, "validation_matched")] == [
+        "validation_matched.csv"
+    ]

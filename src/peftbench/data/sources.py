@@ -12,6 +12,7 @@ import hashlib
 import io
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -71,7 +72,16 @@ def text_columns(data: DataConfig) -> list[str]:
 
 
 def resolve_local_copy(data: DataConfig) -> Path | None:
-    """The local directory to read for `data`, or None to use the Hub."""
+    """The local directory (or file) to read for `data`, or None to use the Hub. A copy laid
+    out as the Hub's dataset repositories are, one folder per configuration (glue/rte/,
+    glue/mrpc/), is read in the folder of data.dataset_config."""
+    path = _local_copy(data)
+    if path is not None and data.dataset_config and (path / data.dataset_config).is_dir():
+        return path / data.dataset_config
+    return path
+
+
+def _local_copy(data: DataConfig) -> Path | None:
     if data.local_path:
         path = Path(data.local_path).expanduser()
         if not path.exists():
@@ -143,18 +153,17 @@ def _read_aclimdb(path: Path, split: str) -> RawSplit:
 
 
 def split_files(path: Path, split: str) -> list[Path]:
-    """The data files of `split` under `path`: named after it, or in a folder named after it."""
+    """The data files of `split` under `path`: named after it (train.csv), its shards
+    (train-00000-of-00002.parquet, train_1.csv), or in a folder named after it. Another split
+    whose name starts with it (validation_matched for validation) is not it."""
+    shard = re.compile(rf"{re.escape(split)}(-.*|_\d+)")
     files = []
     for candidate in sorted(path.rglob("*")):
         if candidate.suffix not in FILE_READERS or not candidate.is_file():
             continue
-        stem = candidate.stem
-        if (
-            candidate.parent.name == split
-            or stem == split
-            or stem.startswith(f"{split}-")
-            or stem.startswith(f"{split}_")
-        ):
+        if candidate.parent.name == split or candidate.stem == split:
+            files.append(candidate)
+        elif shard.fullmatch(candidate.stem):
             files.append(candidate)
     return files
 
@@ -311,6 +320,8 @@ def _read_local(path: Path, data: DataConfig, split: str) -> tuple[RawSplit, lis
             f"{data.train_split} and a test file"
         )
     files = [path] if path.is_file() else split_files(path, split)
+    if path.is_dir():
+        _check_one_folder(files, path, split)
     if not files:
         raise PeftbenchError(
             f"no {split!r} split in {path}: expected files named {split}.parquet / .csv / .tsv "
@@ -327,6 +338,23 @@ def _read_local(path: Path, data: DataConfig, split: str) -> tuple[RawSplit, lis
     parts = tuple((f.name, len(t)) for f, t in zip(files, tables, strict=True))
     columns = {name: _as_column(table[name].tolist()) for name in _wanted_columns(data)}
     return _raw_split(columns, data, parts), _parquet_label_names(files, data.label_column)
+
+
+def _check_one_folder(files: list[Path], path: Path, split: str) -> None:
+    """A split's files all come from one folder: files of several (one per configuration of a
+    dataset, as glue/rte/ and glue/mrpc/) would be read as one split without a word."""
+    folders = sorted(
+        {
+            str((f.parent.parent if f.parent.name == split else f.parent).relative_to(path))
+            for f in files
+        }
+    )
+    if len(folders) > 1:
+        raise PeftbenchError(
+            f"the {split!r} split of {path} has files in {len(folders)} folders "
+            f"({', '.join(folders)}): a copy with one folder per configuration; fix: set "
+            "data.dataset_config to the folder to read, or data.local_path to it"
+        )
 
 
 def _read_hub(data: DataConfig, split: str) -> tuple[RawSplit, list[str] | None]:
