@@ -145,6 +145,16 @@ def test_cheapest_picks_come_from_the_best_group(four: list[MethodStats]) -> Non
     assert time.subjects[0] == "IA3" and "not distinguishable (Holm-adjusted" in time.text
 
 
+def test_a_cheaper_method_is_found_behind_one_tied_with_the_best_by_its_noise() -> None:
+    # X (900 MiB) is tied with Best (1,000) by its own seed-to-seed std (150); Y (950, no
+    # spread) is 50 MiB cheaper than Best, beyond the 10 MiB floor: Y is the cheaper pick.
+    best = method("Best", 0.90, 1, 1000, 1, 1, std={MEM: 0.0})
+    x = method("X", 0.90, 1, 900, 1, 1, std={MEM: 150.0})
+    y = method("Y", 0.90, 1, 950, 1, 1, std={MEM: 0.0})
+    assert cheapest_within([best, x, y], MEM, best) is y
+    assert cheapest_within([best, x], MEM, best) is best  # only X is cheaper, within noise
+
+
 def test_recommendations_cite_their_figures(four: list[MethodStats]) -> None:
     recs = recommend(four, memory_key=MEM)
     best = next(r for r in recs if r.kind == "best")

@@ -101,12 +101,18 @@ def cheapest_within(
     ranked = rank({s.name: s.mean for s in group}, cost_key)
     if not ranked:
         return None
-    pick = by_name[ranked[0]]
-    if best is not None and (
-        best.mean.get(cost_key) == pick.mean[cost_key] or tied_on(best, pick, cost_key)
-    ):
-        return best  # memory within its noise does not rank: the best is as cheap
-    return pick
+    if best is None:
+        return by_name[ranked[0]]
+    for name in ranked:  # cheapest first, down to the best itself
+        candidate = by_name[name]
+        if candidate is best:
+            return best
+        if candidate.mean[cost_key] != best.mean.get(cost_key) and not tied_on(
+            best, candidate, cost_key
+        ):
+            return candidate  # strictly cheaper, beyond the noise
+        # within its noise of the best (memory): it does not rank; a costlier one may
+    return best
 
 
 def _best_rec(best: MethodStats, ties: Sequence[Recommendation]) -> Recommendation:
