@@ -7,6 +7,7 @@ import math
 import pytest
 
 from peftbench.report.bottom_line import bottom_line
+from peftbench.report.document import comparison_rows
 from peftbench.report.ranking import join_words
 from peftbench.report.recommend import (
     MethodStats,
@@ -301,6 +302,25 @@ def test_several_seeds_must_all_be_significant(four: list[MethodStats]) -> None:
     assert "significant in 2 of 3 seeds; largest Holm-adjusted McNemar p = 1.0000" in recs[0].text
     all_three = [paired("Full", "LoRA", (30, 0, 0.001), (30, 0, 0.001), (25, 0, 0.002))]
     assert noise_warnings(four[:2], all_three)[0].kind == "significant"
+
+
+def test_a_miss_is_put_down_to_the_correction_or_to_the_interval_as_it_is(
+    four: list[MethodStats],
+) -> None:
+    # Full vs LoRA: McNemar p = 0.0022 alone, Holm p = 0.08 over the experiment's two pairs.
+    # Full vs QLoRA: the bootstrap interval (+0.10 to +2.10 pp) excludes 0, but McNemar's
+    # exact p is 0.061 before any correction: the correction is not why it misses.
+    comparisons = [paired("Full", "LoRA", (30, 10, 0.08)), paired("Full", "QLoRA", (20, 9, 0.12))]
+    texts = {r.subjects[1]: r.text for r in noise_warnings(four[:3], comparisons)}
+    assert "would count for this pair alone (p = 0.0022)" in texts["LoRA"]
+    assert "across all 2 comparisons of the experiment (Holm), and does not" in texts["LoRA"]
+    assert "bootstrap interval excludes zero, but McNemar's exact test" in texts["QLoRA"]
+    assert "Holm" not in texts["QLoRA"].split("Its paired bootstrap")[1]
+    _, rows = comparison_rows(comparisons, several=False, alpha=0.05)
+    assert [row[-1] for row in rows] == [
+        "no (significant before correction)",
+        "no (CI excludes 0, McNemar does not)",
+    ]
 
 
 def test_a_reversed_significant_pair_is_no_winner(four: list[MethodStats]) -> None:

@@ -26,6 +26,7 @@ from peftbench.report.runs import (
 from peftbench.report.significance import (
     MethodIntervals,
     PairComparison,
+    SeedComparison,
     Settings,
     Statistics,
     fmt_p,
@@ -166,7 +167,7 @@ def statistics_blocks(statistics: Statistics, several: bool) -> list[Block]:
     blocks.append(("h3", "Pairwise comparisons"))
     pairs = [pair for group in statistics.comparisons.values() for pair in group]
     if pairs:
-        headers, rows = comparison_rows(pairs, several)
+        headers, rows = comparison_rows(pairs, several, statistics.settings.alpha)
         blocks.append(("table", Table(headers, rows)))
     else:
         blocks.append(
@@ -223,17 +224,22 @@ def interval_rows(
     return headers, rows
 
 
-def _verdict(significant: bool, interval: Interval) -> str:
-    """'yes', 'no', or 'no (CI excludes 0 before correction)' so the two never seem to clash."""
-    if significant:
+def _verdict(seed: SeedComparison, alpha: float) -> str:
+    """'yes', or 'no' with why, where the other columns could seem to say yes: the McNemar p
+    counts before Holm's correction, or the bootstrap interval excludes 0 though McNemar's
+    exact test (the one judged) does not."""
+    if seed.significant:
         return "yes"
+    if seed.mcnemar.p_value <= alpha:
+        return "no (significant before correction)"
+    interval = seed.bootstrap.interval
     if interval.low > 0 or interval.high < 0:
-        return "no (CI excludes 0 before correction)"
+        return "no (CI excludes 0, McNemar does not)"
     return "no"
 
 
 def comparison_rows(
-    pairs: Sequence[PairComparison], several: bool
+    pairs: Sequence[PairComparison], several: bool, alpha: float
 ) -> tuple[list[str], list[list[str]]]:
     """Headers and rows of the significance table: one row per seed, a summary per pair."""
     headers = (["experiment"] if several else []) + [
@@ -262,7 +268,7 @@ def comparison_rows(
                     f"{s.mcnemar.b:,} / {s.mcnemar.c:,}",
                     fmt_p(s.mcnemar.p_value),
                     fmt_p(s.holm_p),
-                    _verdict(s.significant, s.bootstrap.interval),
+                    _verdict(s, alpha),
                 ]
             )
         if len(pair.seeds) > 1:
@@ -297,8 +303,10 @@ def describe(settings: Settings) -> str:
         f"experiment; significant means Holm p ≤ {settings.alpha:g}. With several seeds, a pair "
         f"counts as significant only when every seed's comparison is, in the same direction; "
         f"the summary row gives the mean difference and the t interval of the per-seed "
-        f"differences. The paired interval is for one pair on its own, the verdict is the "
-        f"corrected test: “no (CI excludes 0 before correction)” marks a difference that would "
-        f"count alone but not among all the comparisons made. Test examples needed to tell a "
+        f"differences. The verdict is the corrected McNemar test: “no (significant before "
+        f"correction)” marks a difference that would count alone but not among all the "
+        f"comparisons made; “no (CI excludes 0, McNemar does not)” one where the bootstrap "
+        f"interval and the exact test disagree, as they can when few examples are got right "
+        f"by one method only. Test examples needed to tell a "
         f"difference apart (bottom line, recommendations): {FORMULA}, 80 % power."
     )

@@ -112,6 +112,7 @@ def _paired_figures(
     seed = pair.seeds[0]
     low, high = sorted((sign * seed.bootstrap.low, sign * seed.bootstrap.high))
     figures["ci"] = (low, high)
+    figures["uncorrected_p"] = seed.mcnemar.p_value
     measured = (
         f"{_signed_pp(diff)} (paired bootstrap {100 * seed.bootstrap.level:g} % CI "
         f"{_signed_pp(low)} to {_signed_pp(high)}; seed {seed.seed}, n = {seed.n:,})"
@@ -126,11 +127,17 @@ def _why_not(figures: dict[str, Any], alpha: float) -> str:
     text = ""
     low, high = figures.get("ci") or (0.0, 0.0)
     family = figures["comparisons"]
-    if (low > 0 or high < 0) and family > 1:
+    uncorrected = figures.get("uncorrected_p")
+    if uncorrected is not None and uncorrected <= alpha and family > 1:
         text += (
-            " Its paired interval excludes zero only before correction: the interval holds "
-            f"for this pair alone, the test must hold across all {family} comparisons of the "
-            f"experiment (Holm), and does not."
+            f" Its McNemar test would count for this pair alone ({p_is(uncorrected)}), but "
+            f"must hold across all {family} comparisons of the experiment (Holm), and does not."
+        )
+    elif low > 0 or high < 0:
+        text += (
+            " Its paired bootstrap interval excludes zero, but McNemar's exact test, the one "
+            "judged, does not: with few examples got right by one method only, the bootstrap "
+            "interval is too narrow."
         )
     needed = figures.get("examples_needed")
     if needed:
