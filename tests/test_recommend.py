@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
+from statistics import NormalDist
 
 import pytest
 
 from peftbench.report.bottom_line import bottom_line
 from peftbench.report.document import comparison_rows
+from peftbench.report.power import examples_needed
 from peftbench.report.ranking import join_words
 from peftbench.report.recommend import (
     MethodStats,
@@ -300,6 +302,16 @@ def test_several_seeds_must_all_be_significant(four: list[MethodStats]) -> None:
     assert len(recs) == 1 and recs[0].kind == "noise"
     assert "+2.00 pp on average over 3 seeds" in recs[0].text
     assert "significant in 2 of 3 seeds; largest Holm-adjusted McNemar p = 1.0000" in recs[0].text
+    # Every seed must find it: each seed's test is sized for 0.8 ** (1/3) = 0.928 power, at
+    # alpha' = 0.05 / 3 (three seed comparisons), delta = 0.02, psi = 70/3000.
+    z = NormalDist().inv_cdf
+    psi = 70 / 3000
+    root = z(1 - 0.05 / 6) * math.sqrt(psi) + z(0.8 ** (1 / 3)) * math.sqrt(psi - 0.02**2)
+    needed = math.ceil(root**2 / 0.02**2)
+    assert needed == examples_needed(0.02, psi, 0.05, 3, seeds=3) == 863
+    assert needed > examples_needed(0.02, psi, 0.05, 3)  # 80 % per seed: 679
+    assert f"about {needed:,} test examples per seed" in recs[0].text
+    assert "80 % power that all 3 seeds find it" in recs[0].text
     all_three = [paired("Full", "LoRA", (30, 0, 0.001), (30, 0, 0.001), (25, 0, 0.002))]
     assert noise_warnings(four[:2], all_three)[0].kind == "significant"
 

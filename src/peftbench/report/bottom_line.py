@@ -15,6 +15,7 @@ from typing import Any
 
 from peftbench.report.cost_noise import tied_on
 from peftbench.report.findings import INCONSISTENT
+from peftbench.report.power import power_wording
 from peftbench.report.ranking import (
     ACCURACY,
     cost_label,
@@ -167,7 +168,8 @@ def _needed(best: MethodStats, recs: Sequence[Recommendation]) -> str:
     return (
         f"Telling {best.name} from {widest.subjects[1]} ({100 * figures['difference']:+.2f} pp) "
         f"apart would take about {figures['examples_needed']:,} test examples per seed "
-        "(McNemar power approximation, 80 % power; formula under Statistical significance)."
+        f"(McNemar power approximation, {power_wording(figures['seeds'])}; formula under "
+        "Statistical significance)."
     )
 
 

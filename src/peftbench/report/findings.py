@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from peftbench.report.power import examples_needed
+from peftbench.report.power import examples_needed, power_wording
 from peftbench.report.ranking import ACCURACY, accuracy_noise, percent, pp, rank
 from peftbench.report.runs import MethodStats
 from peftbench.report.significance import PairComparison, find_comparison, p_is
@@ -100,7 +100,7 @@ def _paired_figures(
         "seeds": n,
         "significant_seeds": pair.significant_seeds,
         "comparisons": family,
-        "examples_needed": examples_needed(diff, discordant, alpha, family),
+        "examples_needed": examples_needed(diff, discordant, alpha, family, seeds=n),
     }
     if n > 1:
         measured = f"{_signed_pp(diff)} on average over {n} seeds"
@@ -143,8 +143,8 @@ def _why_not(figures: dict[str, Any], alpha: float) -> str:
     if needed:
         text += (
             f" Telling a gap this size apart would take about {needed:,} test examples per "
-            f"seed (McNemar power approximation, 80 % power, α = {alpha:g} over {family} "
-            "comparisons)."
+            f"seed (McNemar power approximation, {power_wording(figures['seeds'])}, "
+            f"α = {alpha:g} over {family} comparisons)."
         )
     return text
 

@@ -26,6 +26,14 @@ FORMULA = (
 )
 
 
+def power_wording(seeds: int, power: float = DEFAULT_POWER) -> str:
+    """'80 % power', or with several seeds '80 % power that all 3 seeds find it': a pair is
+    significant only when every seed is, so each seed's test is sized for power ** (1/seeds)."""
+    if seeds <= 1:
+        return f"{100 * power:g} % power"
+    return f"{100 * power:g} % power that all {seeds} seeds find it"
+
+
 def _z(p: float) -> float:
     return NormalDist().inv_cdf(p)
 
@@ -36,14 +44,18 @@ def examples_needed(
     alpha: float,
     comparisons: int = 1,
     power: float = DEFAULT_POWER,
+    seeds: int = 1,
 ) -> int | None:
-    """Test examples for McNemar's test to find `difference` significant; None when it cannot
-    (no difference, or the discordance cannot produce it)."""
+    """Test examples per seed for McNemar's test to find `difference` significant on every one
+    of `seeds` seeds with probability `power` (each seed's test at power ** (1/seeds), the
+    seeds independent); None when it cannot (no difference, or the discordance cannot produce
+    it)."""
     delta, psi = abs(difference), discordant
     if delta <= 0 or psi <= 0 or psi - delta**2 < 0 or delta > psi:
         return None
     level = alpha / max(comparisons, 1)
-    root = _z(1 - level / 2) * math.sqrt(psi) + _z(power) * math.sqrt(psi - delta**2)
+    per_seed = power ** (1 / max(seeds, 1))
+    root = _z(1 - level / 2) * math.sqrt(psi) + _z(per_seed) * math.sqrt(psi - delta**2)
     return math.ceil(root**2 / delta**2)
 
 
