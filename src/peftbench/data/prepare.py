@@ -219,6 +219,19 @@ def train_token_lengths(data: DataConfig, tokenizer: Any, max_length: int) -> li
     return [len(ids) for ids in _tokenize(tokenizer, subset, max_length, "train")[0]]
 
 
+def _cache_file(data: DataConfig, tokenizer_id: str, max_length: int, cache_dir: Path) -> Path:
+    """Where the tokens of this data are cached: named by everything that makes them, the
+    data's content included (an edited file is read afresh)."""
+    key = {
+        "data": data,
+        "source": source_fingerprint(data),
+        "tokenizer": tokenizer_id,
+        "max_length": max_length,
+        "v": CACHE_VERSION,
+    }
+    return cache_dir / f"tokens-{stable_hash(key)[:16]}.pt"
+
+
 def prepare_data(
     data: DataConfig, tokenizer: Any, tokenizer_id: str, max_length: int, cache_dir: Path
 ) -> tuple[PreparedData, Path]:
@@ -226,16 +239,7 @@ def prepare_data(
 
     Returns the data and its cache file, from which each run's worker process loads it.
     """
-    cache_key = stable_hash(
-        {
-            "data": data,
-            "source": source_fingerprint(data),
-            "tokenizer": tokenizer_id,
-            "max_length": max_length,
-            "v": CACHE_VERSION,
-        }
-    )
-    cache_file = cache_dir / f"tokens-{cache_key[:16]}.pt"
+    cache_file = _cache_file(data, tokenizer_id, max_length, cache_dir)
     if cache_file.exists():
         try:
             return load_prepared(cache_file), cache_file
