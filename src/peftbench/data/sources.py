@@ -117,13 +117,18 @@ def describe_source(data: DataConfig) -> str:
 
 
 def source_fingerprint(data: DataConfig) -> Any:
-    """What the data is now, for the token cache's key: every file of a local copy by name and
-    content hash (an edited, replaced, added or removed file is read afresh), or a Hub
-    dataset's id."""
+    """What the data is now, for the token cache's key: every data file of a local copy (the
+    kinds read, and aclImdb's .txt reviews) by name and content hash, so an edited, replaced,
+    added or removed file is read afresh; or a Hub dataset's id."""
     local = resolve_local_copy(data)
     if local is None:
         return describe_source(data)
-    files = [local] if local.is_file() else sorted(p for p in local.rglob("*") if p.is_file())
+    kinds = {*FILE_READERS, ".txt"}
+    files = (
+        [local]
+        if local.is_file()
+        else sorted(p for p in local.rglob("*") if p.suffix in kinds and p.is_file())
+    )
     return [(str(f.relative_to(local)) if f != local else f.name, _content_hash(f)) for f in files]
 
 
