@@ -1,6 +1,6 @@
 """Data-parallel training of one run over several worker processes (DDP; gloo on CPU).
 
-train.py calls these helpers at four places; outside a process group each is the identity,
+train.py and loop.py call these helpers; outside a process group each is the identity,
 so a one-worker run is unchanged. Inside one (execution.workers_per_run > 1, set up by the
 Ray backend), every optimiser step still sees `train_batch_size` examples: each worker takes
 its share of the step's examples, the gradients are summed (not averaged) across workers, and
@@ -11,6 +11,7 @@ gathers every prediction.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -65,12 +66,21 @@ def wrap(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def shard(parts: list[list[int]]) -> list[list[int]]:
-    """This worker's examples of each micro-batch (every worker gets at least one, so that
-    every worker takes part in each gradient exchange)."""
+    """This worker's examples of each micro-batch (empty where a micro-batch has fewer
+    examples than there are workers)."""
     world = world_size()
     if world == 1:
         return parts
-    return [part[rank() :: world] or part[:1] for part in parts]
+    return [part[rank() :: world] for part in parts]
+
+
+def exchange_gradients(model: torch.nn.Module, now: bool) -> contextlib.AbstractContextManager:
+    """Around a micro-batch's forward and backward: let DDP exchange the gradients only when
+    `now` (the step's last micro-batch). Exchanging after every micro-batch would sum the
+    gradients already summed again, counting the step's earlier micro-batches once per worker."""
+    if now or not isinstance(model, torch.nn.parallel.DistributedDataParallel):
+        return contextlib.nullcontext()
+    return model.no_sync()
 
 
 def all_sum(value: float) -> float:

@@ -119,23 +119,30 @@ def micro_batches(indices: list[int], accumulation_steps: int) -> list[list[int]
 
 
 def _accumulate(state: RunState, indices: list[int], epoch: int, step: int) -> tuple[float, int]:
-    """Forward and backward over one optimiser step's examples: (its loss, real tokens)."""
+    """Forward and backward over one optimiser step's examples: (this worker's share of the
+    step's loss, its real tokens)."""
     data, training = state.data, state.training
     step_loss, tokens = 0.0, 0
-    for part in distributed.shard(micro_batches(indices, training.gradient_accumulation_steps)):
-        batch = collate(data.train, part, data.pad_token_id, _pad_to(training))
-        tokens += int(batch["attention_mask"].sum())
-        with _autocast(state):
-            loss = state.forward_model(**_to(batch, state.device)).loss
-        if not torch.isfinite(loss):
-            raise NonFiniteLoss(
-                f"training loss became {loss.item()} at epoch {epoch}, step {step} "
-                "(try a lower learning rate, or precision: fp32)"
-            )
-        # Weighted so that the step's gradient is that of the whole batch's mean loss.
-        share = len(part) / len(indices)
-        state.scaler.scale(loss * share).backward()
-        step_loss += loss.item() * share
+    parts = micro_batches(indices, training.gradient_accumulation_steps)
+    for number, (whole, mine) in enumerate(zip(parts, distributed.shard(parts), strict=True)):
+        # A worker with no example of a micro-batch (fewer examples than workers) still runs
+        # one, weighted 0, so that it takes part in the gradient exchange and adds nothing.
+        batch = collate(data.train, mine or whole[:1], data.pad_token_id, _pad_to(training))
+        # Several workers: gradients are exchanged once, after the step's last micro-batch.
+        with distributed.exchange_gradients(state.forward_model, number == len(parts) - 1):
+            with _autocast(state):
+                loss = state.forward_model(**_to(batch, state.device)).loss
+            if not torch.isfinite(loss):
+                raise NonFiniteLoss(
+                    f"training loss became {loss.item()} at epoch {epoch}, step {step} "
+                    "(try a lower learning rate, or precision: fp32)"
+                )
+            # Weighted so that the step's gradient is that of the whole batch's mean loss.
+            share = len(mine) / len(indices)
+            state.scaler.scale(loss * share).backward()
+        if mine:
+            tokens += int(batch["attention_mask"].sum())
+            step_loss += loss.item() * share
     return step_loss, tokens
 
 
@@ -148,7 +155,7 @@ def _optimizer_step(state: RunState, trainable: list[nn.Parameter]) -> None:
 
 
 def train_epoch(state: RunState, epoch: int) -> float:
-    """One pass over the training split; returns its mean loss.
+    """One pass over the training split; returns its mean loss (over every worker's examples).
 
     Adds the epoch's optimiser steps and real (non-padding) tokens to the state's totals.
     `method.after_step` (if any) is called after each optimiser step with the run's step count.
@@ -168,9 +175,11 @@ def train_epoch(state: RunState, epoch: int) -> float:
             raise_if_interrupted()
             step_loss, step_tokens = _accumulate(state, indices, epoch, len(losses) + 1)
             _optimizer_step(state, trainable)
-            if state.method.after_step is not None:
-                state.method.after_step(model, totals["train_steps"] + len(losses) + 1)
+            if state.method.after_step is not None:  # on the model itself, not its DDP wrapper
+                state.method.after_step(state.model, totals["train_steps"] + len(losses) + 1)
             state.optimizer.zero_grad(set_to_none=True)
+            # Several workers: each computed its share of the step's loss; the step's is the sum.
+            step_loss = distributed.all_sum(step_loss)
             losses.append(step_loss)
             tokens += step_tokens
             step = totals["train_steps"] + len(losses)

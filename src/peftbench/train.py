@@ -229,7 +229,6 @@ def train_and_evaluate(state: RunState, epoch: int) -> EpochMetrics:
     tokens_before = state.progress.totals["train_tokens"]
     with state.memory_tracker.measure("train"):
         loss = train_epoch(state, epoch)
-    loss = distributed.all_sum(loss)  # several workers: each saw its share of every batch
     state.progress.totals["train_tokens"] = tokens_before + int(
         distributed.all_sum(state.progress.totals["train_tokens"] - tokens_before)
     )
