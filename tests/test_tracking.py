@@ -44,13 +44,15 @@ def test_runs_are_logged_to_mlflow_and_tensorboard(
 
     client = mlflow.tracking.MlflowClient(tracking_uri=f"sqlite:///{out / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("tracked")
-    runs = {r.info.run_name: r for r in client.search_runs([experiment.experiment_id])}
-    assert set(runs) == {
-        "lora-seed0",
+    found = client.search_runs([experiment.experiment_id])
+    # One parent run for the search, made before the trials start (not one per trial).
+    assert sorted(r.info.run_name for r in found) == [
         "lora-search",
         "lora-search-r=2",
+        "lora-seed0",
         "report",
-    }
+    ]
+    runs = {r.info.run_name: r for r in found}
     final = runs["lora-seed0"]
     assert final.info.run_id == record["run_info"]["tracking"]["mlflow"]["run_id"]
     assert final.info.status == "FINISHED"
@@ -69,10 +71,14 @@ def test_runs_are_logged_to_mlflow_and_tensorboard(
     assert [m.step for m in losses] == list(range(1, 2 * steps_per_epoch + 1))
     rates = client.get_metric_history(final.info.run_id, "train/learning_rate")
     assert rates[0].value > rates[-1].value  # linear decay over the run
+    # Evaluations on the training loss's step axis, at each epoch's last step.
     accuracy = client.get_metric_history(final.info.run_id, "eval/accuracy")
     assert [(m.step, m.value) for m in accuracy] == [
-        (e["epoch"], e["eval"]["accuracy"]) for e in record["train_info"]["epochs"]
+        (e["epoch"] * steps_per_epoch, e["eval"]["accuracy"])
+        for e in record["train_info"]["epochs"]
     ]
+    epochs = client.get_metric_history(final.info.run_id, "train/epoch")
+    assert [(m.step, m.value) for m in epochs] == [(steps_per_epoch, 1), (2 * steps_per_epoch, 2)]
     metrics = final.data.metrics
     assert metrics["final/accuracy"] == record["metrics"]["accuracy"]
     assert metrics["measurements/trainable_params"] == record["measurements"]["trainable_params"]
@@ -81,12 +87,20 @@ def test_runs_are_logged_to_mlflow_and_tensorboard(
     assert artifacts == {"record.json", "predictions.json"}
     local = Path(client.download_artifacts(final.info.run_id, "record.json", str(tmp_path)))
     assert read_record(local)["run_id"] == "lora-seed0"
-    report_files = {a.path for a in client.list_artifacts(runs["report"].info.run_id)}
+    report_run = runs["report"].info.run_id
+    report_files = {a.path for a in client.list_artifacts(report_run)}
     assert "report.md" in report_files and "report.html" in report_files
+    # The plots keep their folder, so that the report's links (plots/...) hold.
+    plots = sorted(p.name for p in (out / "plots").iterdir())
+    assert plots and "plots" in report_files
+    assert sorted(a.path for a in client.list_artifacts(report_run, "plots")) == [
+        f"plots/{name}" for name in plots
+    ]
 
     board = out / "tensorboard"
     scalars = _scalars(board / "lora-seed0")
     assert [step for step, _ in scalars["train/loss"]] == list(range(1, 2 * steps_per_epoch + 1))
+    assert [step for step, _ in scalars["eval/accuracy"]] == [steps_per_epoch, 2 * steps_per_epoch]
     assert [value for _, value in scalars["eval/accuracy"]] == pytest.approx(
         [e["eval"]["accuracy"] for e in record["train_info"]["epochs"]]
     )
@@ -131,3 +145,26 @@ def test_a_failing_tracker_is_a_warning_in_the_record_not_a_failed_run(
     logged = next(offline_run.glob("run-*.wandb")).read_bytes()
     for key in (b"train/loss", b"train/learning_rate", b"eval/accuracy", b"final/accuracy"):
         assert key in logged
+
+
+def test_a_tracker_that_failed_mid_run_still_ends_its_run(tmp_path: Path) -> None:
+    """A failed call switches the tracker off, but its run is still ended (as FAILED: what it
+    logged is incomplete), not left RUNNING."""
+    from peftbench.tracking import TrackingSettings
+    from peftbench.tracking.base import RunIdentity, TrackerSafety
+    from peftbench.tracking.mlflow_tracker import MlflowTracker
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    settings = TrackingSettings(
+        ("mlflow",), "e", str(tmp_path), uri, (tmp_path / "artifacts").as_uri()
+    )
+    warnings: list[str] = []
+    safety = TrackerSafety("mlflow", warnings)
+    tracker = safety.call("start", lambda: MlflowTracker(settings, RunIdentity("r", None)))
+    client = mlflow.tracking.MlflowClient(tracking_uri=uri)
+    assert client.get_run(tracker.run_id).info.status == "RUNNING"
+    safety.call("log missing.json", lambda: tracker.log_artifact(tmp_path / "missing.json"))
+    assert safety.failed and warnings[0].startswith("mlflow tracking stopped at 'log missing")
+    safety.finish("success")
+    assert client.get_run(tracker.run_id).info.status == "FAILED"
+    assert len(warnings) == 1

@@ -212,7 +212,7 @@ def train(state: RunState) -> None:
     """The epochs not done yet, each evaluated on the test split and then checkpointed."""
     for epoch in range(len(state.progress.epochs) + 1, state.training.epochs + 1):
         metrics = train_and_evaluate(state, epoch)
-        tracking.log_epoch(metrics)
+        tracking.log_epoch(metrics, state.progress.totals["train_steps"])
         save_checkpoint(state)
         split = "validation" if state.spec.role == "search" else "test"
         LOG.info(

@@ -129,17 +129,19 @@ def log_step(step: int, loss: float, learning_rate: float) -> None:
         _flush_steps(_active)
 
 
-def log_epoch(epoch: EpochMetrics) -> None:
-    """An epoch's evaluation metrics and times, at step = the epoch number."""
+def log_epoch(epoch: EpochMetrics, step: int) -> None:
+    """An epoch's evaluation metrics and times, at its last optimiser step `step` (on the step
+    axis of the training loss, as Hugging Face's Trainer logs them), with the epoch number."""
     if _active is None:
         return
     _flush_steps(_active)
     values = {f"eval/{name}": value for name, value in epoch["eval"].items()}
+    values["train/epoch"] = epoch["epoch"]
     values["train/epoch_loss"] = epoch["train_loss"]
     values["time/epoch_train_s"] = epoch["train_time_s"]
     values["time/epoch_eval_s"] = epoch["eval_time_s"]
     for safety in _active.trackers:
-        safety.call("log epoch", partial(safety.tracker.log_metrics, values, epoch["epoch"]))
+        safety.call("log epoch", partial(safety.tracker.log_metrics, values, step))
 
 
 def _flush_steps(session: _Session) -> None:
@@ -173,7 +175,7 @@ def _finish(session: _Session, record_file: Path) -> None:
             safety.call("log final metrics", partial(tracker.log_metrics, final, 0))
         for path in artifacts:
             safety.call(f"log {path.name}", partial(tracker.log_artifact, path))
-        safety.call("finish", partial(tracker.finish, status))
+        safety.finish(status)
         location = safety.call("location", tracker.location)
         if location is not None:
             session.info[safety.name] = location
@@ -186,15 +188,17 @@ def _finish(session: _Session, record_file: Path) -> None:
 
 def prepare_stores(config: ExperimentConfig) -> None:
     """Create the trackers' stores once, in the driver, before the runs (each in its own
-    process, several at once) open them. A tracker that fails here is only a warning: each
-    run tries again and records its own warning."""
+    process, several at once) open them, with the parent run of each method's search: two
+    trials starting together would each make one. A tracker that fails here is only a
+    warning: each run tries again and records its own warning."""
     settings = settings_for(config)
     if "mlflow" not in settings.report_to:
         return
     from peftbench.tracking.mlflow_tracker import prepare_store
 
+    searches = [(f"{e.label}-search", e.label, e.method) for e in config.methods if e.search]
     try:
-        prepare_store(settings)
+        prepare_store(settings, searches)
     except Exception as exc:  # noqa: BLE001 - a tracker never fails the study
         LOG.warning(f"MLflow store {settings.mlflow_uri} could not be prepared: {exc}")
 
@@ -231,6 +235,7 @@ def log_report(config: ExperimentConfig, files: list[Path]) -> None:
     if not settings.report_to:
         return
     identity = RunIdentity.for_report(settings.experiment)
+    report_dir = config.output_path.resolve()  # where write_report puts it
     warnings: list[str] = []
     for name in settings.report_to if files else ():
         safety = TrackerSafety(name, warnings)
@@ -238,11 +243,21 @@ def log_report(config: ExperimentConfig, files: list[Path]) -> None:
         if tracker is None:
             continue
         for path in files:
-            safety.call(f"log {path.name}", partial(tracker.log_artifact, path))
-        safety.call("finish", partial(tracker.finish, "success"))
+            # Where it lies in the report's folder (plots/...), so that the report's links hold.
+            folder = _folder_in(path, report_dir)
+            safety.call(f"log {path.name}", partial(tracker.log_artifact, path, folder))
+        safety.finish("success")
     for warning in warnings:
         LOG.warning(warning)
     if "mlflow" in settings.report_to:
         LOG.info(f"MLflow: mlflow ui --backend-store-uri {settings.mlflow_uri}")
     if "tensorboard" in settings.report_to:
         LOG.info(f"TensorBoard: tensorboard --logdir {settings.tensorboard_dir}")
+
+
+def _folder_in(path: Path, root: Path) -> str:
+    """The folder of `path` relative to `root` ("." for root itself or a path outside it)."""
+    try:
+        return path.resolve().parent.relative_to(root).as_posix()
+    except ValueError:
+        return "."

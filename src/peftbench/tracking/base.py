@@ -6,7 +6,7 @@ A tracker is a class with these methods (each tracker module has one):
     log_params(params)                 {dotted name: value} of the resolved config
     log_step_metrics([(step, {name: value}), ...])
     log_metrics({name: value}, step)
-    log_artifact(path)
+    log_artifact(path, folder)         a file, kept in `folder` of the run's artifacts ("." = top)
     finish(status)                     "success" | "failed" | "canceled"
     location() -> dict                 where to find the run (recorded in the record)
 """
@@ -24,7 +24,7 @@ class Tracker(Protocol):
     def log_params(self, params: dict[str, Any]) -> None: ...
     def log_step_metrics(self, steps: list[tuple[int, dict[str, float]]]) -> None: ...
     def log_metrics(self, values: dict[str, float], step: int) -> None: ...
-    def log_artifact(self, path: Any) -> None: ...
+    def log_artifact(self, path: Any, folder: str = ".") -> None: ...
     def finish(self, status: str) -> None: ...
     def location(self) -> dict[str, Any]: ...
 
@@ -104,3 +104,16 @@ class TrackerSafety:
                 f"{message[:300]} (the run and its record are not affected)"
             )
             return None
+
+    def finish(self, status: str) -> None:
+        """End the tracker's run, even after an earlier call failed (so that MLflow does not
+        show it RUNNING forever); a tracker that never started has nothing to end."""
+        if self.tracker is None:
+            return
+        if not self.failed:
+            self.call("finish", lambda: self.tracker.finish(status))
+            return
+        try:
+            self.tracker.finish("failed")  # what it logged is incomplete
+        except Exception:  # noqa: BLE001, S110 - its failure is already the warning
+            pass

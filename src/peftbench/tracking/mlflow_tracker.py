@@ -33,17 +33,35 @@ def experiment_id(client: Any, name: str, artifact_location: str | None) -> str:
         return found.experiment_id
 
 
-def prepare_store(settings: Any) -> None:
-    """Create the store (a new SQLite database is migrated to MLflow's schema on first use)
-    and the experiment, once, before the runs start: two runs' processes doing it at the
-    same moment race in that migration ("table _alembic_tmp_... already exists")."""
+def prepare_store(settings: Any, searches: list[tuple[str, str, str]]) -> None:
+    """Create the store (a new SQLite database is migrated to MLflow's schema on first use),
+    the experiment and the parent run of each search ((name, label, method)), once, before
+    the runs start: two runs' processes doing it at the same moment race in that migration
+    ("table _alembic_tmp_... already exists"), and two trials would each make a parent."""
     from mlflow.tracking import MlflowClient
 
-    experiment_id(
-        MlflowClient(tracking_uri=settings.mlflow_uri),
-        settings.experiment,
-        settings.mlflow_artifacts,
+    client = MlflowClient(tracking_uri=settings.mlflow_uri)
+    experiment = experiment_id(client, settings.experiment, settings.mlflow_artifacts)
+    for name, label, method in searches:
+        parent_run(client, experiment, name, label, method)
+
+
+def parent_run(client: Any, experiment: str, name: str, label: str, method: str) -> str:
+    """The run that a method's search trials nest under: found, or made."""
+    found = client.search_runs(
+        [experiment], filter_string=f"tags.`peftbench.parent` = '{name}'", max_results=1
     )
+    if found:
+        return found[0].info.run_id
+    tags = {
+        "peftbench.parent": name,
+        "peftbench.label": label,
+        "peftbench.method": method,
+        "peftbench.role": "search",
+    }
+    run = client.create_run(experiment, run_name=name, tags=tags)
+    client.set_terminated(run.info.run_id, "FINISHED")
+    return run.info.run_id
 
 
 class MlflowTracker:
@@ -57,28 +75,16 @@ class MlflowTracker:
         )
         tags = dict(identity.tags)
         if identity.parent is not None:
-            tags["mlflow.parentRunId"] = self._parent_run(identity.parent, identity.tags)
+            # Made by the driver before the runs (prepare_store); by this trial if that failed.
+            tags["mlflow.parentRunId"] = parent_run(
+                self.client,
+                self.experiment_id,
+                identity.parent,
+                identity.tags["peftbench.label"],
+                identity.tags["peftbench.method"],
+            )
         run = self.client.create_run(self.experiment_id, run_name=identity.run_name, tags=tags)
         self.run_id = run.info.run_id
-
-    def _parent_run(self, name: str, tags: dict[str, str]) -> str:
-        """The run that a method's search trials nest under, made by the first trial."""
-        found = self.client.search_runs(
-            [self.experiment_id],
-            filter_string=f"tags.`peftbench.parent` = '{name}'",
-            max_results=1,
-        )
-        if found:
-            return found[0].info.run_id
-        parent_tags = {
-            "peftbench.parent": name,
-            "peftbench.label": tags["peftbench.label"],
-            "peftbench.method": tags["peftbench.method"],
-            "peftbench.role": "search",
-        }
-        run = self.client.create_run(self.experiment_id, run_name=name, tags=parent_tags)
-        self.client.set_terminated(run.info.run_id, "FINISHED")
-        return run.info.run_id
 
     def log_params(self, params: dict[str, Any]) -> None:
         from mlflow.entities import Param
@@ -102,8 +108,8 @@ class MlflowTracker:
     def log_metrics(self, values: dict[str, float], step: int) -> None:
         self.log_step_metrics([(step, values)])
 
-    def log_artifact(self, path: Path) -> None:
-        self.client.log_artifact(self.run_id, str(path))
+    def log_artifact(self, path: Path, folder: str = ".") -> None:
+        self.client.log_artifact(self.run_id, str(path), None if folder == "." else folder)
 
     def finish(self, status: str) -> None:
         self.client.set_terminated(self.run_id, STATUS.get(status, "FAILED"))

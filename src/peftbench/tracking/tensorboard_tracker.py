@@ -35,22 +35,23 @@ class TensorboardTracker:
 
     def log_step_metrics(self, steps: list[tuple[int, dict[str, float]]]) -> None:
         for step, values in steps:
-            self.log_metrics(values, step)
+            for name, value in values.items():
+                self.writer.add_scalar(name, value, step)
+        self.writer.flush()  # once per batch of steps
 
     def log_metrics(self, values: dict[str, float], step: int) -> None:
-        for name, value in values.items():
-            self.writer.add_scalar(name, value, step)
-        self.writer.flush()
+        self.log_step_metrics([(step, values)])
 
-    def log_artifact(self, path: Path) -> None:
+    def log_artifact(self, path: Path, folder: str = ".") -> None:
         path = Path(path)
+        name = path.name if folder == "." else f"{folder}/{path.name}"
         if path.suffix in (".json", ".md", ".csv") and path.stat().st_size <= TEXT_CHARS:
             text = path.read_text(encoding="utf-8")
             if path.suffix == ".json":
                 text = "```\n" + json.dumps(json.loads(text), indent=2) + "\n```"
-            self.writer.add_text(f"files/{path.name}", text, 0)
+            self.writer.add_text(f"files/{name}", text, 0)
         else:
-            self.writer.add_text(f"files/{path.name}", f"saved at {path.resolve()}", 0)
+            self.writer.add_text(f"files/{name}", f"saved at {path.resolve()}", 0)
 
     def finish(self, status: str) -> None:
         self.writer.add_text("status", status, 0)

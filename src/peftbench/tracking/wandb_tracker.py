@@ -7,6 +7,7 @@ Search trials are grouped under "<label>-search" (W&B's group is its form of nes
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +27,14 @@ class WandbTracker:
             tags=[identity.tags.get("peftbench.method", "report")],
             config=identity.tags,
             dir=settings.output_dir,
-            reinit="finish_previous",
+            # Beside any run the user has open in the same process (a notebook's), not ending it.
+            reinit="create_new",
         )
+        # Everything on the step axis of the training loss (evaluations at their epoch's last
+        # step), not on W&B's count of log calls.
+        self.run.define_metric("train/step")
+        for prefix in ("train/*", "eval/*", "time/*"):
+            self.run.define_metric(prefix, step_metric="train/step")
 
     def log_params(self, params: dict[str, Any]) -> None:
         self.run.config.update(params, allow_val_change=True)
@@ -38,13 +45,17 @@ class WandbTracker:
 
     def log_metrics(self, values: dict[str, float], step: int) -> None:
         if any(name.startswith("eval/") for name in values):
-            self.run.log({**values, "epoch": step})
+            self.run.log({**values, "train/step": step})
         else:
             self.run.summary.update(values)
 
-    def log_artifact(self, path: Path) -> None:
-        artifact = self.wandb.Artifact(f"{self.run.name}-{Path(path).stem}", type="peftbench")
-        artifact.add_file(str(path))
+    def log_artifact(self, path: Path, folder: str = ".") -> None:
+        # Named by the whole file name (report.md and report.html are two artifacts), in its
+        # folder; W&B's names allow letters, digits, "-", "_" and ".".
+        where = Path(path).name if folder == "." else f"{folder}/{Path(path).name}"
+        name = re.sub(r"[^A-Za-z0-9_.-]", "-", f"{self.run.name}-{where}")
+        artifact = self.wandb.Artifact(name, type="peftbench")
+        artifact.add_file(str(path), name=where)
         self.run.log_artifact(artifact)
 
     def finish(self, status: str) -> None:
