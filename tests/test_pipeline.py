@@ -18,7 +18,7 @@ from peftbench.methods import MethodContext, get_method
 from peftbench.models import load_model, load_tokenizer
 from peftbench.run_spec import RunSpec
 from peftbench.serving import measure_serving
-from peftbench.train import execute_run, set_seed
+from peftbench.train import execute_run, set_seed, warmup_steps
 
 CPU = torch.device("cpu")
 
@@ -224,3 +224,32 @@ def test_a_dropped_ctrl_c_stops_training_evaluation_and_serving_at_the_next_batc
         with pytest.raises(KeyboardInterrupt):
             measure_serving(model, data.test, 1, 16, CPU, contextlib.nullcontext())
     assert state.optimizer.state == {}  # not one step was taken
+
+
+def test_steps_the_fp16_scaler_skips_leave_the_schedule_where_it_was(
+    tiny_roberta: Path, prepared
+) -> None:
+    data = prepared[0]
+    method = get_method("lora")
+    params = method.params_class(learning_rate=5e-3)
+    set_seed(0)
+    model = method.apply(
+        load_model(ModelConfig(name=str(tiny_roberta)), 2, CPU), params, MethodContext(4)
+    )
+    state = loop_state(
+        model, data, TrainingConfig(train_batch_size=16, max_length=64), method, params
+    )
+    # A loss scale at which every scaled gradient overflows: the scaler skips all 4 steps.
+    state.scaler = torch.amp.GradScaler("cpu", init_scale=float("inf"))
+    train_epoch(state, 1)
+    assert state.progress.totals["train_steps"] == 4
+    assert state.optimizer.state == {}  # no step was taken
+    assert state.scheduler.last_epoch == 0  # nor did the learning rate move on
+
+
+@pytest.mark.parametrize(
+    ("ratio", "total", "steps"), [(0.0, 564, 0), (0.06, 564, 34), (0.1, 15, 2), (0.01, 20, 1)]
+)
+def test_warmup_is_the_ratio_of_the_steps_rounded_up(ratio: float, total: int, steps: int) -> None:
+    # As Hugging Face's Trainer: 0.06 x 564 = 33.84 -> 34; a ratio above 0 warms up at least 1.
+    assert warmup_steps(ratio, total) == steps

@@ -631,3 +631,16 @@ def test_runs_in_different_precisions_are_shown_and_warned_of(tmp_path: Path) ->
     build_report([out], formats=("md",))
     md = (out / "report.md").read_text()
     assert "different precisions" not in md and "| LoRA | 2 success | 2 | fp32 |" in md
+
+
+def test_resumed_runs_are_named_under_the_runs_table(tmp_path: Path) -> None:
+    out = tmp_path / "exp"
+    for seed in (0, 1):
+        record = make_record("LoRA", seed, 0.85)
+        record["train_info"]["resumed_from_epoch"] = 1 if seed else None
+        write(out, record)
+    build_report([out], formats=("md",))
+    md = (out / "report.md").read_text()
+    runs = md[md.index("## All runs") :]
+    assert "Resumed from an epoch checkpoint: lora-seed1 (after epoch 1)." in runs
+    assert "lora-seed0 (after" not in md

@@ -149,9 +149,13 @@ def _accumulate(state: RunState, indices: list[int], epoch: int, step: int) -> t
 def _optimizer_step(state: RunState, trainable: list[nn.Parameter]) -> None:
     state.scaler.unscale_(state.optimizer)
     torch.nn.utils.clip_grad_norm_(trainable, state.training.max_grad_norm)
+    scale = state.scaler.get_scale()
     state.scaler.step(state.optimizer)
     state.scaler.update()
-    state.scheduler.step()
+    # fp16: a step the scaler skipped (inf or NaN gradients; it then lowers the scale) does
+    # not advance the learning-rate schedule either, as in Hugging Face's Trainer.
+    if state.scaler.get_scale() >= scale:
+        state.scheduler.step()
 
 
 def train_epoch(state: RunState, epoch: int) -> float:

@@ -190,10 +190,16 @@ def _optimisation(
         fused=device.type == "cuda",
     )
     scheduler = get_linear_schedule_with_warmup(
-        optimizer, int(training.warmup_ratio * total_steps), total_steps
+        optimizer, warmup_steps(training.warmup_ratio, total_steps), total_steps
     )
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
     return optimizer, scheduler, scaler
+
+
+def warmup_steps(ratio: float, total_steps: int) -> int:
+    """Steps of linear warm-up: the ratio of the run's steps, rounded up (as Hugging Face's
+    Trainer does, so that a ratio above 0 always warms up)."""
+    return math.ceil(ratio * total_steps)
 
 
 def _resume(state: RunState) -> None:

@@ -289,11 +289,26 @@ def plots_section(inputs: ReportInputs) -> list[Block]:
 
 
 def runs_section(inputs: ReportInputs) -> list[Block]:
-    return [
+    blocks: list[Block] = [
         ("h2", "All runs"),
         ("p", "The same table as summary.md and summary.csv: one row per run."),
         ("table", runs_table(inputs.runs)),
     ]
+    resumed = [
+        f"{run.record.get('run_id')} (after epoch {epoch})"
+        for run in inputs.runs
+        if (epoch := as_dict(run.record.get("train_info")).get("resumed_from_epoch"))
+    ]
+    if resumed:
+        blocks.append(
+            (
+                "p",
+                f"Resumed from an epoch checkpoint: {', '.join(resumed)}. Their train time adds "
+                "the epochs before the stop to those after it; their memory peaks are those of "
+                "the epochs after it (each epoch does the same work).",
+            )
+        )
+    return blocks
 
 
 from peftbench.report.classes import class_section  # noqa: E402 - it needs ReportInputs
