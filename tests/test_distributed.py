@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import multiprocessing
 import socket
+import traceback
 from pathlib import Path
 
 import pytest
@@ -44,6 +45,16 @@ def train_one_epoch(
 ) -> None:
     """One epoch of `method_name` (dropout off) on the first TRAIN_EXAMPLES examples, as worker
     `rank` of `world`; rank 0 saves the trained parameters and the epoch's loss to `out`."""
+    try:
+        _train_one_epoch(model_dir, cache, out, method_name, rank, world, port)
+    except BaseException:
+        Path(f"{out}.rank{rank}.error").write_text(traceback.format_exc())
+        raise
+
+
+def _train_one_epoch(
+    model_dir: str, cache: str, out: str, method_name: str, rank: int, world: int, port: int
+) -> None:
     torch.set_num_threads(1)
     if world > 1:
         distributed.init("127.0.0.1", port, rank, world, use_cuda=False)
@@ -92,7 +103,11 @@ def _two_workers(tiny_roberta: Path, cache: Path, out: Path, method_name: str) -
         worker.start()
     for worker in workers:
         worker.join(timeout=240)
-    assert [worker.exitcode for worker in workers] == [0, 0]
+    for worker in workers:  # one that failed leaves the other waiting in a collective
+        if worker.is_alive():
+            worker.kill()
+    errors = [f.read_text() for f in sorted(out.parent.glob(f"{out.name}.rank*.error"))]
+    assert [worker.exitcode for worker in workers] == [0, 0], "\n".join(errors)
 
 
 @pytest.mark.parametrize("method_name", ["lora", "adalora"])
