@@ -239,12 +239,15 @@ def test_steps_the_fp16_scaler_skips_leave_the_schedule_where_it_was(
     state = loop_state(
         model, data, TrainingConfig(train_batch_size=16, max_length=64), method, params
     )
-    # A loss scale at which every scaled gradient overflows: the scaler skips all 4 steps.
-    state.scaler = torch.amp.GradScaler("cpu", init_scale=float("inf"))
+    # fp16 as on a GPU: an overflowing gradient (here made so) makes the scaler skip the step.
+    state.scaler = torch.amp.GradScaler("cpu")
+    weight = next(p for p in model.parameters() if p.requires_grad)
+    weight.register_hook(lambda grad: grad * float("inf"))
     train_epoch(state, 1)
     assert state.progress.totals["train_steps"] == 4
-    assert state.optimizer.state == {}  # no step was taken
-    assert state.scheduler.last_epoch == 0  # nor did the learning rate move on
+    assert state.optimizer.state == {}  # every step was skipped
+    assert state.scaler.get_scale() == 2.0**16 / 2**4  # the scale halved at each
+    assert state.scheduler.last_epoch == 0  # and the learning rate did not move on
 
 
 @pytest.mark.parametrize(
