@@ -182,6 +182,15 @@ def write_config(raw: dict, path: Path) -> Path:
     return path
 
 
+def no_dropout(model) -> None:
+    """Every dropout of the model off: its training is then deterministic given its data."""
+    import torch
+
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+
+
 def loop_state(model, data, training, method, params, optimizer=None, scheduler=None, seed=0):
     """A RunState on CPU in fp32 around a model that the test built, for peftbench.loop.
 

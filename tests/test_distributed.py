@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import loop_state
+from conftest import loop_state, no_dropout
 
 from peftbench import distributed
 from peftbench.config import DataConfig, ModelConfig, TrainingConfig
@@ -66,9 +66,7 @@ def _train_one_epoch(
         set_seed(0)
         base = load_model(ModelConfig(name=model_dir), 2, CPU)
         model = method.apply(base, params, MethodContext(total_steps=4))
-        for module in model.modules():
-            if isinstance(module, torch.nn.Dropout):
-                module.p = 0.0
+        no_dropout(model)
         state = loop_state(model, data, TRAINING, method, params)
         state.forward_model = distributed.wrap(model)
         loss = train_epoch(state, 1)

@@ -5,10 +5,11 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
-from conftest import drop_a_ctrl_c, loop_state
+from conftest import drop_a_ctrl_c, loop_state, no_dropout
 
 from peftbench.config import DataConfig, ModelConfig, TrainingConfig, reference_pipeline
 from peftbench.data import collate, prepare_data
@@ -157,12 +158,6 @@ def test_micro_batches_cover_the_batch() -> None:
     assert sum(parts, []) == list(range(16))
 
 
-def _no_dropout(model: torch.nn.Module) -> None:
-    for module in model.modules():
-        if isinstance(module, torch.nn.Dropout):
-            module.p = 0.0
-
-
 def _one_epoch_state(tiny_roberta: Path, data, **training) -> dict[str, torch.Tensor]:
     set_seed(0)
     method = get_method("lora")
@@ -171,7 +166,7 @@ def _one_epoch_state(tiny_roberta: Path, data, **training) -> dict[str, torch.Te
     if training.pop("checkpointing", False):
         base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model = method.apply(base, params, MethodContext(total_steps=4))
-    _no_dropout(model)
+    no_dropout(model)
     config = TrainingConfig(train_batch_size=16, max_length=64, **training)
     train_epoch(loop_state(model, data, config, method, params), 1)
     return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
@@ -202,19 +197,24 @@ def test_eager_and_sdpa_attention_agree(tiny_roberta: Path, prepared) -> None:
     torch.testing.assert_close(logits[0], logits[1], rtol=1e-4, atol=1e-5)
 
 
+def _lora_loop_state(tiny_roberta: Path, data) -> tuple[torch.nn.Module, Any]:
+    """LoRA (seed 0) on the tiny model, in a RunState of 4 steps of 16 per epoch."""
+    method = get_method("lora")
+    params = method.params_class(learning_rate=5e-3)
+    set_seed(0)
+    model = method.apply(
+        load_model(ModelConfig(name=str(tiny_roberta)), 2, CPU), params, MethodContext(4)
+    )
+    training = TrainingConfig(train_batch_size=16, max_length=64)
+    return model, loop_state(model, data, training, method, params)
+
+
 @pytest.mark.usefixtures("ctrl_c_as_in_a_terminal")
 def test_a_dropped_ctrl_c_stops_training_evaluation_and_serving_at_the_next_batch(
     tiny_roberta: Path, prepared
 ) -> None:
     data = prepared[0]
-    method = get_method("lora")
-    params = method.params_class(learning_rate=5e-3)
-    model = method.apply(
-        load_model(ModelConfig(name=str(tiny_roberta)), 2, CPU), params, MethodContext(4)
-    )
-    state = loop_state(
-        model, data, TrainingConfig(train_batch_size=16, max_length=64), method, params
-    )
+    model, state = _lora_loop_state(tiny_roberta, data)
     with sigterm_as_interrupt():
         assert drop_a_ctrl_c()  # Python printed and dropped it
         with pytest.raises(KeyboardInterrupt):
@@ -229,16 +229,7 @@ def test_a_dropped_ctrl_c_stops_training_evaluation_and_serving_at_the_next_batc
 def test_steps_the_fp16_scaler_skips_leave_the_schedule_where_it_was(
     tiny_roberta: Path, prepared
 ) -> None:
-    data = prepared[0]
-    method = get_method("lora")
-    params = method.params_class(learning_rate=5e-3)
-    set_seed(0)
-    model = method.apply(
-        load_model(ModelConfig(name=str(tiny_roberta)), 2, CPU), params, MethodContext(4)
-    )
-    state = loop_state(
-        model, data, TrainingConfig(train_batch_size=16, max_length=64), method, params
-    )
+    model, state = _lora_loop_state(tiny_roberta, prepared[0])
     # fp16 as on a GPU: an overflowing gradient (here made so) makes the scaler skip the step.
     state.scaler = torch.amp.GradScaler("cpu")
     weight = next(p for p in model.parameters() if p.requires_grad)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 from peftbench.results import finite_number
@@ -54,6 +55,12 @@ class RunIdentity:
     @classmethod
     def for_report(cls, experiment: str) -> RunIdentity:
         return cls("report", None, {"peftbench.role": "report", "peftbench.experiment": experiment})
+
+
+def artifact_path(path: Any, folder: str) -> str:
+    """A logged file's name inside its run's artifacts: "plots/accuracy.png", "record.json"."""
+    name = Path(path).name
+    return name if folder == "." else f"{folder}/{name}"
 
 
 def flatten(value: Any, prefix: str = "") -> dict[str, Any]:

@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from peftbench.tracking.base import RunIdentity
+from peftbench.tracking.base import RunIdentity, artifact_path
 
 TEXT_CHARS = 100_000  # larger files are referred to by path
 
@@ -44,7 +44,7 @@ class TensorboardTracker:
 
     def log_artifact(self, path: Path, folder: str = ".") -> None:
         path = Path(path)
-        name = path.name if folder == "." else f"{folder}/{path.name}"
+        name = artifact_path(path, folder)
         if path.suffix in (".json", ".md", ".csv") and path.stat().st_size <= TEXT_CHARS:
             text = path.read_text(encoding="utf-8")
             if path.suffix == ".json":

@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from peftbench.tracking.base import RunIdentity
+from peftbench.tracking.base import RunIdentity, artifact_path
 
 
 class WandbTracker:
@@ -52,7 +52,7 @@ class WandbTracker:
     def log_artifact(self, path: Path, folder: str = ".") -> None:
         # Named by the whole file name (report.md and report.html are two artifacts), in its
         # folder; W&B's names allow letters, digits, "-", "_" and ".".
-        where = Path(path).name if folder == "." else f"{folder}/{Path(path).name}"
+        where = artifact_path(path, folder)
         name = re.sub(r"[^A-Za-z0-9_.-]", "-", f"{self.run.name}-{where}")
         artifact = self.wandb.Artifact(name, type="peftbench")
         artifact.add_file(str(path), name=where)
