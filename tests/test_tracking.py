@@ -147,9 +147,12 @@ def test_a_failing_tracker_is_a_warning_in_the_record_not_a_failed_run(
         assert key in logged
 
 
-def test_a_tracker_that_failed_mid_run_still_ends_its_run(tmp_path: Path) -> None:
-    """A failed call switches the tracker off, but its run is still ended (as FAILED: what it
-    logged is incomplete), not left RUNNING."""
+def test_a_tracker_that_failed_mid_run_still_ends_its_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A failed call switches the tracker off, and says so at once (a run killed later never
+    reaches its end), but its run is still ended (as FAILED: what it logged is incomplete),
+    not left RUNNING."""
     from peftbench.tracking import TrackingSettings
     from peftbench.tracking.base import RunIdentity, TrackerSafety
     from peftbench.tracking.mlflow_tracker import MlflowTracker
@@ -165,6 +168,7 @@ def test_a_tracker_that_failed_mid_run_still_ends_its_run(tmp_path: Path) -> Non
     assert client.get_run(tracker.run_id).info.status == "RUNNING"
     safety.call("log missing.json", lambda: tracker.log_artifact(tmp_path / "missing.json"))
     assert safety.failed and warnings[0].startswith("mlflow tracking stopped at 'log missing")
+    assert "mlflow tracking stopped at 'log missing" in capsys.readouterr().err
     safety.finish("success")
     assert client.get_run(tracker.run_id).info.status == "FAILED"
     assert len(warnings) == 1

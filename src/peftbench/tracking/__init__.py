@@ -179,8 +179,6 @@ def _finish(session: _Session, record_file: Path) -> None:
         location = safety.call("location", tracker.location)
         if location is not None:
             session.info[safety.name] = location
-    for warning in session.info.get("warnings", []):
-        LOG.warning(warning)
     if record is not None:
         record.setdefault("run_info", {})["tracking"] = session.info
         write_json_atomic(record_file, record)
@@ -247,8 +245,6 @@ def log_report(config: ExperimentConfig, files: list[Path]) -> None:
             folder = _folder_in(path, report_dir)
             safety.call(f"log {path.name}", partial(tracker.log_artifact, path, folder))
         safety.finish("success")
-    for warning in warnings:
-        LOG.warning(warning)
     if "mlflow" in settings.report_to:
         LOG.info(f"MLflow: mlflow ui --backend-store-uri {settings.mlflow_uri}")
     if "tensorboard" in settings.report_to:

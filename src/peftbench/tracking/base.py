@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from peftbench.logs import LOG
 from peftbench.results import finite_number
 
 
@@ -86,7 +87,8 @@ def flatten_numbers(value: Any, prefix: str = "") -> dict[str, float]:
 
 @dataclass
 class TrackerSafety:
-    """Calls into one tracker; the first error turns it off and becomes a warning."""
+    """Calls into one tracker; the first error turns it off and becomes a warning (logged at
+    once, and kept for the record)."""
 
     name: str
     warnings: list[str]
@@ -106,10 +108,12 @@ class TrackerSafety:
         except Exception as exc:  # noqa: BLE001 - a tracker must never fail the run
             self.failed = True
             message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-            self.warnings.append(
+            warning = (
                 f"{self.name} tracking stopped at '{action}': {type(exc).__name__}: "
                 f"{message[:300]} (the run and its record are not affected)"
             )
+            self.warnings.append(warning)
+            LOG.warning(warning)  # now, not at the run's end: a killed run never gets there
             return None
 
     def finish(self, status: str) -> None:
