@@ -124,21 +124,34 @@ def test_two_runs_at_a_time_equal_the_local_backend(
 
 
 def _kill_when_checkpointed(
-    run_dir: Path, deadline_s: float = 300, keep_copy: Path | None = None
+    run_dir: Path, times: int = 1, deadline_s: float = 300, keep_copy: Path | None = None
 ) -> threading.Thread:
-    """SIGKILL the Ray worker of a run as soon as its first epoch checkpoint exists (first
-    copying that checkpoint to `keep_copy`, when given)."""
+    """SIGKILL the Ray worker of a run each time it writes a new epoch checkpoint, `times`
+    times (copying the first such checkpoint to `keep_copy`, when given). It kills nothing
+    without a new checkpoint, so a worker that Ray lost on its own before checkpointing (seen
+    in CI under load) is left to the run's retry; it gives up after `deadline_s`."""
 
     def kill() -> None:
         deadline = time.time() + deadline_s
-        while not checkpoint_file(run_dir).exists() and time.time() < deadline:
-            time.sleep(0.02)
-        if keep_copy is not None:
-            shutil.copyfile(checkpoint_file(run_dir), keep_copy)
-        for process in psutil.process_iter(["cmdline"]):
-            if f"peftbench:{run_dir.name}" in " ".join(process.info["cmdline"] or []):
-                KILLED_RAY_WORKERS.add(process.pid)
-                process.kill()
+        seen, killed = None, 0
+        while killed < times and time.time() < deadline:
+            try:
+                written = checkpoint_file(run_dir).stat().st_mtime_ns
+            except OSError:
+                written = None
+            if written is None or written == seen:
+                time.sleep(0.02)
+                continue
+            seen = written
+            if keep_copy is not None and killed == 0:
+                shutil.copyfile(checkpoint_file(run_dir), keep_copy)
+            found = False
+            for process in psutil.process_iter(["cmdline"]):
+                if f"peftbench:{run_dir.name}" in " ".join(process.info["cmdline"] or []):
+                    KILLED_RAY_WORKERS.add(process.pid)
+                    process.kill()
+                    found = True
+            killed += found
 
     thread = threading.Thread(target=kill, daemon=True)
     thread.start()
@@ -167,15 +180,17 @@ def test_a_failing_run_and_a_killed_worker_are_recorded_and_the_killed_one_resum
         "lora": {"learning_rate": 5e-3},
         "ia3": {"learning_rate": 2e-2},
     }
-    raw = _config(tiny_roberta, tiny_dataset, out, LONG, methods, execution={"max_retries": 0})
+    # One retry, and every attempt of lora-seed0 is killed after its next epoch checkpoint,
+    # so the run fails the same way when Ray loses one of its workers on its own first.
+    raw = _config(tiny_roberta, tiny_dataset, out, LONG, methods, execution={"max_retries": 1})
     raw["tracking"] = {"report_to": ["mlflow"]}
     config = write_config(raw, tmp_path / "c.yaml")
-    killer = _kill_when_checkpointed(out / "runs" / "lora-seed0")
+    killer = _kill_when_checkpointed(out / "runs" / "lora-seed0", times=2)
     assert main(["run", str(config), "--parallel", "2"]) == 1
     killer.join()
-    # the killed worker's MLflow run is ended by the driver, not left RUNNING
+    # each killed worker's MLflow run is ended by the driver, not left RUNNING
     statuses = _mlflow_statuses(out, raw["name"])
-    assert statuses["lora-seed0"] == ["FAILED"], statuses
+    assert statuses.get("lora-seed0") and set(statuses["lora-seed0"]) == {"FAILED"}, statuses
     assert statuses["ia3-seed0"] == ["FINISHED"]
 
     records = {r["run_id"]: r for r in load_records(out)[0]}
@@ -220,9 +235,12 @@ def test_a_lost_worker_is_retried_from_its_checkpoint_and_force_starts_afresh(
     assert record["train_info"]["resumed_from_epoch"] >= 1
     assert not checkpoint_file(stored_run).exists()  # a finished run removes its checkpoint
     # each lost attempt's MLflow run is ended as FAILED; the last one finished
-    attempts = record["run_info"]["execution"]["attempts"]
-    expected = ["FAILED"] * (attempts - 1) + ["FINISHED"]
-    assert _mlflow_statuses(out, raw["name"]) == {"lora-seed0": expected}
+    # (an attempt whose worker Ray lost before it opened its MLflow run has none)
+    statuses = _mlflow_statuses(out, raw["name"])
+    assert statuses.keys() == {"lora-seed0"}, statuses
+    *lost, last = statuses["lora-seed0"]
+    assert last == "FINISHED" and "FAILED" in lost and set(lost) == {"FAILED"}, statuses
+    assert len(statuses["lora-seed0"]) <= record["run_info"]["execution"]["attempts"]
 
     # A checkpoint left on the storage (by a run killed with no retry left), valid for this
     # run: without --force the run would resume from it (as above); --force discards it, so
