@@ -139,7 +139,7 @@ def _accumulate(state: RunState, indices: list[int], epoch: int, step: int) -> t
                 )
             # Weighted so that the step's gradient is that of the whole batch's mean loss.
             share = len(mine) / len(indices)
-            state.scaler.scale(loss * share).backward()
+            state.scaler.scale(loss * share * distributed.gradient_weight()).backward()
         if mine:
             tokens += int(batch["attention_mask"].sum())
             step_loss += loss.item() * share
