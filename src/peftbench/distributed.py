@@ -80,8 +80,8 @@ def shard(parts: list[list[int]]) -> list[list[int]]:
 
 def exchange_gradients(model: torch.nn.Module, now: bool) -> contextlib.AbstractContextManager:
     """Around a micro-batch's forward and backward: let DDP exchange the gradients only when
-    `now` (the step's last micro-batch). Exchanging after every micro-batch would sum the
-    gradients already summed again, counting the step's earlier micro-batches once per worker."""
+    `now` (the step's last micro-batch). Exchanging after every micro-batch would combine the
+    gradients already combined again, counting the step's earlier micro-batches once per worker."""
     if now or not isinstance(model, torch.nn.parallel.DistributedDataParallel):
         return contextlib.nullcontext()
     return model.no_sync()

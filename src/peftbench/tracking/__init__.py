@@ -234,9 +234,8 @@ def log_report(config: ExperimentConfig, files: list[Path]) -> None:
         return
     identity = RunIdentity.for_report(settings.experiment)
     report_dir = config.output_path.resolve()  # where write_report puts it
-    warnings: list[str] = []
     for name in settings.report_to if files else ():
-        safety = TrackerSafety(name, warnings)
+        safety = TrackerSafety(name, [])  # its warnings are logged as they happen
         tracker = safety.call("start", partial(_open, name, settings, identity))
         if tracker is None:
             continue
